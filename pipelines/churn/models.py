@@ -17,8 +17,11 @@ from pipelines.churn.features import linear_preprocessor, tree_preprocessor
 
 BASELINE = "logistic_regression"
 CANDIDATE = "xgboost"
-# skops (MLflow's safe sklearn format) loads only types it is told to trust.
-TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor"]
+# skops (MLflow's safe sklearn format) loads only types it is told to trust; these are our own files.
+TRUSTED_TYPES = [
+    "numpy.dtype", "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster", "xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor",
+]
 MODEL_PACKAGES = ("scikit-learn", "xgboost")
 
 

@@ -8,6 +8,7 @@ Outputs (artifacts of this stage's run, read by later stages through MLflow):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -115,6 +116,15 @@ def train_regression(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> None
             mlflow.log_metrics(metrics)
         ctx.summary[f"{column}_{name}_test_mae"] = metrics["test_mae"]
         ctx.summary[f"{column}_{name}_test_r2"] = metrics["test_r2"]
+
+
+def load_split(ctx: StageContext, name: str) -> pd.DataFrame:
+    """Read back a split this stage logged (in this invocation, or an earlier one)."""
+    return pd.read_parquet(ctx.artifact("train", f"splits/{name}.parquet"))
+
+
+def load_model_uris(ctx: StageContext) -> dict:
+    return json.loads(ctx.artifact("train", "models.json").read_text())
 
 
 def run(ctx: StageContext) -> None:

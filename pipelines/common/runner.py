@@ -51,7 +51,9 @@ class StageContext:
         if stage in self.stage_runs:
             return self.stage_runs[stage]
         run_id = tracking.latest_stage_run(self.project, stage, self.from_run)
-        log.info("using '%s' outputs from run %s", stage, run_id)
+        # Every later lookup must come from the same pipeline run, or stages would mix two pipelines.
+        self.from_run = self.from_run or mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId")
+        log.info("using '%s' outputs from run %s (pipeline run %s)", stage, run_id, self.from_run)
         self.stage_runs[stage] = run_id
         return run_id
 

@@ -8,7 +8,7 @@ from pipelines.common.runner import PipelineResult
 
 def format_value(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     return str(value)
 
 

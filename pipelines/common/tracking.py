@@ -46,6 +46,8 @@ def artifact_root(uri: str) -> str | None:
 def configure_tracking(experiment: str) -> str:
     """Point MLflow at the store and select (creating if needed) the experiment; returns its id."""
     uri = tracking_uri()
+    # Small local artifacts: a progress bar per download is noise in the pipeline's log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
