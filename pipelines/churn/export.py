@@ -119,10 +119,10 @@ def run(ctx: StageContext) -> None:
                              pip_requirements=tracking.pinned_requirements(*MODEL_PACKAGES))
 
     alias, why = choose_alias(ctx, metrics["test_roc_auc"], test)
-    version = mlflow.register_model(onnx_uri, ctx.project, tags={
+    version = registry.register_version(onnx_uri, ctx.project, tags={
         "threshold": str(contract.threshold), "model_type": contract.model_type,
         "test_roc_auc": f"{metrics['test_roc_auc']:.4f}", "data_sha256": contract.data_sha256,
-    }).version
+    })
     if alias:
         registry.set_alias(ctx.project, alias, version)
     mlflow.set_tags({"registered_version": version, "alias_decision": why})

@@ -6,6 +6,7 @@ to use through an alias, never through a hard-coded version number.
 
 from __future__ import annotations
 
+import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -14,15 +15,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-def register_version(model_uri: str, name: str, tags: dict[str, str] | None = None) -> ModelVersion:
-    client = MlflowClient()
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name)
-    source_run = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
-    version = client.create_model_version(name, model_uri, run_id=source_run, tags=tags or {})
-    return version
+def register_version(model_uri: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """Register a logged model as a new version of `name` (created if new); returns the version."""
+    return str(mlflow.register_model(model_uri, name, tags=tags or {}).version)
 
 
 def set_alias(name: str, alias: str, version: str) -> None:
@@ -34,9 +29,3 @@ def version_for_alias(name: str, alias: str) -> ModelVersion | None:
         return MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
-
-
-def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)

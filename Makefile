@@ -1,0 +1,61 @@
+# Two commands do everything on a fresh clone:  `make all` (run every project)  and  `make test`.
+# Every target that needs Python builds/updates .venv itself (stamp file), so no separate setup step.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+EXTRAS      := serve,train,monitor,dev
+
+# Offline by default: MLflow must not phone home from a pipeline or a test.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+# Real data: CHURN_DATA if set; else the shared copy beside the checkout (CI, benchmarks); else the
+# path in configs/churn.yaml (`make data` downloads it); else synthetic data, loudly flagged.
+SHARED_CHURN := $(abspath ../shared/data/telco-churn/Telco-Customer-Churn.csv)
+ifeq ($(origin CHURN_DATA), undefined)
+ifneq ($(wildcard $(SHARED_CHURN)),)
+export CHURN_DATA := $(SHARED_CHURN)
+endif
+endif
+
+.PHONY: help setup data churn all serve bundle ui monitor simulate bench bench-churn bench-serve bench-monitor test test-fast clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create/refresh .venv with every project's dependencies
+
+data: $(STAMP)  ## download the Telco CSV (online; checks its sha256) to data/raw/
+	$(PY) -m pipelines.churn.download --dest data/raw/Telco-Customer-Churn.csv
+
+churn: $(STAMP)  ## churn: train -> evaluate -> optimize -> export ONNX -> register champion
+	$(PY) -m pipelines churn
+
+all: churn  ## every project that exists
+
+ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
+	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed picking)
+	$(PY) benchmarks/bench_churn.py
+
+bench: bench-churn  ## every benchmark
+
+test: $(STAMP)  ## the whole test suite (unit + end-to-end on tiny configs)
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## unit tests only
+	$(PY) -m pytest -m "not slow"
+
+clean:  ## remove runs, reports and caches (keeps .venv)
+	rm -rf mlruns reports data/generated data/predictions .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
