@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "shap", "numba", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # mlflow's evaluator warns that integer 0/1 labels look like "model type None"; it then (correctly)
+    # treats them as binary. The warning would only confuse readers of the log.
+    logging.getLogger("mlflow.models.evaluation.evaluators.classifier").setLevel(logging.ERROR)
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     try:
         load_project(args.project)

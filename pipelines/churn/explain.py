@@ -36,7 +36,8 @@ def log_shap_summary(pipeline, rows: pd.DataFrame, max_rows: int, seed: int) -> 
     importance = importance.sort_values("mean_abs_shap", ascending=False).reset_index(drop=True)
     mlflow.log_table(importance.round(5), "shap/top_features.json")
     for plot_type, artifact in (("dot", "shap/summary_beeswarm.png"), ("bar", "shap/summary_bar.png")):
-        shap.summary_plot(values, encoded, plot_type=plot_type, max_display=TOP_FEATURES, show=False)
+        shap.summary_plot(values, encoded, plot_type=plot_type, max_display=TOP_FEATURES, show=False,
+                          rng=np.random.default_rng(seed))
         fig = plt.gcf()
         fig.set_size_inches(8, 6)
         fig.tight_layout()
