@@ -66,12 +66,15 @@ def log_reference(session, valid: pd.DataFrame, test: pd.DataFrame, threshold: f
 
 
 def log_onnx_model(onnx_model, contract: ModelContract, example: pd.DataFrame) -> str:
+    """The registered artifact. No input example: MLflow's ONNX pyfunc feeds 1-D columns, while the
+    graph takes [batch, 1] per column (what skl2onnx needs); serving builds its own feeds."""
     with tracking.temporary_dir() as tmp:
         contract_path = contract.save(tmp)
         info = mlflow.onnx.log_model(
             onnx_model, name="onnx", extra_files=[str(contract_path)], save_as_external_data=False,
             signature=mlflow.models.infer_signature(example, np.zeros((len(example), 2), dtype=np.float32)),
             pip_requirements=tracking.pinned_requirements("onnxruntime"),
+            onnx_execution_providers=["CPUExecutionProvider"],
             metadata={"threshold": contract.threshold, "model_type": contract.model_type},
         )
     return info.model_uri
@@ -114,7 +117,8 @@ def run(ctx: StageContext) -> None:
     metrics = {"test_roc_auc": float(roc_auc_score(target(test), p_onnx[:, 1]))}
     contract = build_contract(ctx, candidate, metrics)
     log_reference(session, valid, test, contract.threshold, config.export.reference_rows, config.seed)
-    onnx_uri = log_onnx_model(onnx_model, contract, features(test).head(5))
+    example = features(test).head(5).astype({name: "float32" for name in schema.NUMERIC})
+    onnx_uri = log_onnx_model(onnx_model, contract, example)
     mlflow.sklearn.log_model(native, name="native", skops_trusted_types=TRUSTED_TYPES,
                              pip_requirements=tracking.pinned_requirements(*MODEL_PACKAGES))
 

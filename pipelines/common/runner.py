@@ -129,6 +129,7 @@ def run_project(
                 ctx.stage_runs[stage] = run.info.run_id
                 spec.stages[stage](ctx)
                 mlflow.log_metric("stage_seconds", time.perf_counter() - stage_started)
+            tracking.promote_data_identity(run.info.run_id)
             log.info("[%s] stage '%s' done in %.1f s", spec.name, stage, time.perf_counter() - stage_started)
         seconds = time.perf_counter() - started
         mlflow.log_metric("pipeline_seconds", seconds)

@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
@@ -62,6 +63,7 @@ def configure_tracking(experiment: str) -> str:
     return experiment_id
 
 
+@lru_cache(maxsize=1)
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -106,9 +108,20 @@ def log_run_context(config: BaseModel, config_path: str | None) -> None:
     mlflow.log_dict(package_versions(), "environment/packages.json")
 
 
+DATA_TAGS = ("data_sha256", "data_source", "data_path")
+
+
 def log_data_identity(sha256: str, source: str, path: str | None, rows: int) -> None:
-    mlflow.set_tags({"data_sha256": sha256, "data_source": source, "data_path": path or "-"})
+    mlflow.set_tags(dict(zip(DATA_TAGS, (sha256, source, path or "-"))))
     mlflow.log_param("data_rows", rows)
+
+
+def promote_data_identity(stage_run_id: str) -> None:
+    """Copy a stage's data tags onto the active (pipeline) run, so the parent says what data it saw."""
+    tags = MlflowClient().get_run(stage_run_id).data.tags
+    found = {key: tags[key] for key in DATA_TAGS if key in tags}
+    if found:
+        mlflow.set_tags(found)
 
 
 @contextmanager
@@ -121,7 +134,8 @@ def pipeline_run(project: str, config: BaseModel, config_path: str | None) -> It
 
 @contextmanager
 def stage_run(project: str, stage: str) -> Iterator[mlflow.ActiveRun]:
-    with mlflow.start_run(run_name=stage, nested=True, tags={"project": project, "stage": stage}) as run:
+    tags = {"project": project, "stage": stage, "git_commit": git_commit()}
+    with mlflow.start_run(run_name=stage, nested=True, tags=tags) as run:
         yield run
 
 
