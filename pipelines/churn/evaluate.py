@@ -21,7 +21,7 @@ from pipelines.churn.explain import log_shap_summary
 from pipelines.churn.features import features, target
 from pipelines.churn.metrics import probability_metrics
 from pipelines.churn.models import CANDIDATE
-from pipelines.churn.segments import SEGMENT_COLUMN, assign_segments
+from pipelines.churn.segments import SEGMENT_COLUMN
 from pipelines.churn.threshold import best_threshold, cost_curve, expected_cost
 from pipelines.churn.train import load_model_uris, load_split
 from pipelines.common import tracking
@@ -109,9 +109,6 @@ def comparison_table(results: dict[str, dict[str, float]]) -> pd.DataFrame:
 def run(ctx: StageContext) -> None:
     uris = load_model_uris(ctx)
     splits = {name: load_split(ctx, name) for name in ("valid", "test")}
-    segmenter = mlflow.sklearn.load_model(uris["segments"])
-    for frame in splits.values():
-        frame[SEGMENT_COLUMN] = assign_segments(segmenter, frame).to_numpy()
     results = {
         name: evaluate_model(ctx, name, uri, splits)
         for name, uri in tqdm(uris["classifiers"].items(), desc="evaluate classifiers", unit="model")

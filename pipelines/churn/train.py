@@ -1,7 +1,7 @@
 """Train stage: load and validate the customers, split them, fit every model, log it all to MLflow.
 
 Outputs (artifacts of this stage's run, read by later stages through MLflow):
-  splits/{train,valid,test}.parquet   the exact rows each split got
+  splits/{train,valid,test}.parquet   the exact rows each split got, with their customer segment
   models.json                         MLflow model URIs: {"classifiers": {name: uri}, "segments": uri}
   segments/ regression/ child runs    KMeans customer segments and the tenure (lifetime) regressor
 """
@@ -22,7 +22,9 @@ from pipelines.churn.features import features, target
 from pipelines.churn.metrics import probability_metrics
 from pipelines.churn.models import MODEL_PACKAGES, TRUSTED_TYPES, build_classifiers
 from pipelines.churn.regression import build_regressors, regression_metrics
-from pipelines.churn.segments import assign_segments, fit_segments, log_silhouette_plot, segment_profiles
+from pipelines.churn.segments import (
+    SEGMENT_COLUMN, assign_segments, fit_segments, log_silhouette_plot, segment_profiles,
+)
 from pipelines.common import tracking
 from pipelines.common.runner import StageContext
 
@@ -95,11 +97,14 @@ def train_classifiers(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> dic
 
 
 def train_segments(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> str:
+    """Fit segments on train and label every split with them: a column later stages can group by."""
     with tracking.child_run("segments", project=ctx.project):
         model = fit_segments(splits["train"], ctx.config.segments, ctx.config.seed)
+        for frame in splits.values():
+            frame[SEGMENT_COLUMN] = assign_segments(model.pipeline, frame).to_numpy()
         mlflow.log_metrics({"chosen_k": model.k} | {f"silhouette_k{k}": s for k, s in model.silhouettes.items()})
         log_silhouette_plot(model)
-        profiles = segment_profiles(splits["train"], assign_segments(model.pipeline, splits["train"]))
+        profiles = segment_profiles(splits["train"], splits["train"][SEGMENT_COLUMN])
         mlflow.log_table(profiles, "segments/profiles.json")
         mlflow.log_text(profiles.to_string(index=False), "segments/profiles.txt")
         uri = log_sklearn_model(model.pipeline, "segments", features(splits["train"]).head(5))
@@ -134,9 +139,9 @@ def run(ctx: StageContext) -> None:
         test_fraction=ctx.config.split.test_fraction, seed=ctx.config.seed,
     )
     splits["train"] = with_extra_rows(splits["train"], ctx.extra_train_data)
-    log_splits(splits)
     classifiers = train_classifiers(ctx, splits)
     segments = train_segments(ctx, splits)
+    log_splits(splits)
     tracking.log_json({"classifiers": classifiers, "segments": segments}, "models.json")
     train_regression(ctx, splits)
     ctx.summary["data"] = f"{data.source} ({len(data.frame)} rows, sha256 {data.sha256[:12]})"
