@@ -43,7 +43,7 @@ churn: $(STAMP)  ## churn: train -> evaluate -> optimize -> export ONNX -> regis
 all: churn  ## every project that exists
 
 ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
-	$(PY) -m mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+	$(PY) -m mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}" --host 127.0.0.1 --port 5000
 
 bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed picking)
 	$(PY) benchmarks/bench_churn.py
