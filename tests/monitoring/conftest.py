@@ -1,0 +1,74 @@
+"""Shared fixtures: the real Telco rows, and a tiny champion registered in a temporary MLflow store."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pytest
+
+from monitoring.config import MonitoringConfig, load_monitoring_config
+from monitoring.reference import WatchedModel, load_holdout, load_reference, load_watched_model
+from pipelines.common import tracking
+from tests.monitoring.tiny_model import REAL_CSV, read_telco, register_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN_ROWS, REFERENCE_ROWS, HOLDOUT_ROWS = 400, 1000, 1200
+
+
+@contextmanager
+def temporary_store(directory: Path) -> Iterator[str]:
+    """Point MLflow at a fresh SQLite store for the duration; restore the previous one afterwards."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = f"sqlite:///{directory}/mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield uri
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+@pytest.fixture(scope="session")
+def telco() -> pd.DataFrame:
+    if not REAL_CSV.is_file():
+        pytest.skip(f"real Telco CSV not found at {REAL_CSV}")
+    return read_telco().sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def splits(telco) -> dict[str, pd.DataFrame]:
+    """Disjoint train / reference / holdout rows, as the pipeline's train / valid / test splits are."""
+    cut1, cut2 = TRAIN_ROWS, TRAIN_ROWS + REFERENCE_ROWS
+    return {"train": telco.iloc[:cut1], "reference": telco.iloc[cut1:cut2],
+            "holdout": telco.iloc[cut2:cut2 + HOLDOUT_ROWS], "rest": telco.iloc[cut2 + HOLDOUT_ROWS:]}
+
+
+@pytest.fixture(scope="session")
+def config() -> MonitoringConfig:
+    return load_monitoring_config(REPO / "configs" / "monitoring.yaml")
+
+
+@dataclass(frozen=True)
+class Champion:
+    uri: str
+    model: WatchedModel
+    reference: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+@pytest.fixture(scope="session")
+def champion(tmp_path_factory, splits, config) -> Iterator[Champion]:
+    """A tiny churn champion in its own store, for every test that only reads it (nobody moves aliases)."""
+    with temporary_store(tmp_path_factory.mktemp("mlflow-champion")) as uri:
+        register_tiny_model(splits["train"], splits["reference"], splits["holdout"])
+        tracking.configure_tracking(config.model("churn").experiment)
+        model = load_watched_model("churn")
+        yield Champion(uri, model, load_reference(model),
+                       load_holdout(model, config.model("churn").holdout_artifact))

@@ -1,0 +1,116 @@
+"""Evidently on frames with a known shift (detected) and without (not detected), through monitoring.drift."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.alerts import evaluate_alert
+from monitoring.drift import alpha_per_test, run_drift
+from monitoring.reference import WatchedModel
+from monitoring.scenarios import get_scenario
+from pipelines.common.contract import InputSpec, ModelContract
+
+ROWS = 400
+
+
+def toy_model() -> WatchedModel:
+    """A contract with two numeric inputs and one categorical one; drift needs no ONNX graph."""
+    contract = ModelContract(
+        name="toy", kind="tabular_classifier", model_type="none", probability_output="probabilities",
+        inputs=[InputSpec(name="plan", dtype="string", allowed=["basic", "plus", "pro"]),
+                InputSpec(name="charges", dtype="float32"), InputSpec(name="tenure", dtype="float32")],
+        labels=["No", "Yes"], positive_label="Yes", threshold=0.5, run_id="-", data_sha256="-",
+        created_at=datetime.now(timezone.utc).isoformat(),
+    )
+    return WatchedModel("toy", "1", contract, onnx_path=None)
+
+
+def toy_rows(rng: np.random.Generator, rows: int, charges_scale: float = 1.0) -> pd.DataFrame:
+    charges = rng.gamma(4.0, 15.0, rows) * charges_scale
+    probability = 1 / (1 + np.exp(-(charges - 60) / 20))
+    return pd.DataFrame({
+        "plan": rng.choice(["basic", "plus", "pro"], rows, p=[0.5, 0.3, 0.2]),
+        "charges": charges, "tenure": rng.integers(0, 72, rows).astype(float), "probability": probability,
+        "predicted_label": np.where(probability >= 0.5, "Yes", "No"),
+        "label": np.where(rng.random(rows) < probability, "Yes", "No"),
+    })
+
+
+def test_same_distribution_is_not_flagged(config):
+    rng = np.random.default_rng(1)
+    result = run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS), toy_model(), config.drift, config.quality)
+    summary = result.summary
+    assert [c.column for c in summary.features] == ["plan", "charges", "tenure"]
+    assert summary.drifted_features == [] and not summary.prediction.drifted
+    assert not evaluate_alert(summary, config.drift, config.quality).triggered
+
+
+def test_a_shifted_column_and_the_prediction_are_flagged(config):
+    rng = np.random.default_rng(2)
+    result = run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS, charges_scale=1.3), toy_model(), config.drift,
+                       config.quality)
+    summary = result.summary
+    assert [c.column for c in summary.drifted_features] == ["charges"]
+    assert summary.prediction.drifted  # the probability depends on charges, so it moves too
+    assert summary.share_drifted == pytest.approx(1 / 3)
+    alert = evaluate_alert(summary, config.drift, config.quality)
+    assert alert.triggered and alert.drift and "charges" in alert.reasons[0]
+
+
+def test_p_values_are_judged_at_the_bonferroni_threshold(config):
+    model = toy_model()
+    assert alpha_per_test(model, config.drift) == pytest.approx(config.drift.family_alpha / 4)  # 3 inputs + prediction
+    rng = np.random.default_rng(3)
+    summary = run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS), model, config.drift, config.quality).summary
+    assert summary.alpha_per_test == alpha_per_test(model, config.drift)
+    assert all(c.drifted == (c.p_value < summary.alpha_per_test) for c in summary.features)
+    assert {c.method for c in summary.features} == {config.drift.num_method, config.drift.cat_method}
+
+
+def test_quality_is_judged_only_with_enough_labels(config):
+    rng = np.random.default_rng(4)
+    reference, window = toy_rows(rng, 1000), toy_rows(rng, ROWS)
+    judged = run_drift(reference, window, toy_model(), config.drift, config.quality)
+    assert judged.summary.labelled_rows == ROWS and judged.quality_report is not None
+    assert set(judged.summary.quality) == {"roc_auc", "accuracy", "f1"}
+    window.loc[config.quality.min_labelled_rows // 2:, "label"] = None  # most ground truth not here yet
+    unjudged = run_drift(reference, window, toy_model(), config.drift, config.quality)
+    assert unjudged.summary.quality is None and unjudged.quality_report is None
+    assert unjudged.summary.reference_quality["roc_auc"] > 0.5
+
+
+def test_summary_metrics_have_mlflow_names(config):
+    rng = np.random.default_rng(5)
+    metrics = run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS), toy_model(), config.drift,
+                        config.quality).summary.as_metrics()
+    assert {"window_share_drifted", "window_prediction_drift_score", "drift_score_charges", "drift_score_plan",
+            "window_roc_auc", "reference_roc_auc"} <= set(metrics)
+
+
+def test_empty_window_is_a_clear_error(config):
+    rng = np.random.default_rng(6)
+    with pytest.raises(ValueError, match="empty window"):
+        run_drift(toy_rows(rng, 100), toy_rows(rng, 0), toy_model(), config.drift, config.quality)
+
+
+@pytest.mark.parametrize("scenario, expected", [
+    ("price_increase", "MonthlyCharges"), ("contract_shift", "Contract"), ("new_customers", "tenure"),
+])
+def test_churn_scenarios_are_detected_on_the_real_model(champion, config, scenario, expected):
+    rng = np.random.default_rng(7)
+    rows = get_scenario("churn", scenario).draw(champion.holdout, 500, rng, config.model("churn").scenarios[scenario])
+    summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
+                        config.quality, quality_html=False).summary
+    assert expected in [c.column for c in summary.drifted_features]
+    assert evaluate_alert(summary, config.drift, config.quality).triggered
+
+
+def test_held_out_traffic_raises_no_alert_on_the_real_model(champion, config):
+    rows = get_scenario("churn", "no_drift").draw(champion.holdout, 500, np.random.default_rng(8), {})
+    summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
+                        config.quality, quality_html=False).summary
+    assert not evaluate_alert(summary, config.drift, config.quality).triggered

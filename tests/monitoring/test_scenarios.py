@@ -1,0 +1,54 @@
+"""Drift scenarios: each shifts what it says it shifts, and bad names or parameters fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.scenarios import NO_DRIFT, get_scenario, scenarios_for
+
+ROWS = 2000
+
+
+@pytest.fixture(scope="module")
+def pool(telco) -> pd.DataFrame:
+    return telco.iloc[:1500].rename(columns={"Churn": "label"}).drop(columns=["customerID"])
+
+
+def draw(pool, name: str, **params) -> pd.DataFrame:
+    return get_scenario("churn", name).draw(pool, ROWS, np.random.default_rng(0), params)
+
+
+def test_churn_registers_its_scenarios_beside_no_drift():
+    assert set(scenarios_for("churn")) == {NO_DRIFT, "price_increase", "contract_shift", "new_customers"}
+
+
+def test_no_drift_draws_pool_rows_unchanged(pool):
+    window = get_scenario("churn", NO_DRIFT).draw(pool, 500, np.random.default_rng(0), {})
+    assert len(window) == 500
+    assert window.merge(pool.drop_duplicates(), how="left", indicator=True)["_merge"].eq("both").all()
+
+
+def test_price_increase_raises_monthly_charges_only(pool):
+    window = draw(pool, "price_increase", rise=0.15)
+    assert window["MonthlyCharges"].mean() == pytest.approx(pool["MonthlyCharges"].mean() * 1.15, rel=0.05)
+    assert window["TotalCharges"].mean() == pytest.approx(pool["TotalCharges"].mean(), rel=0.1)
+
+
+def test_contract_shift_reaches_the_target_share(pool):
+    window = draw(pool, "contract_shift", month_to_month_share=0.8)
+    assert (window["Contract"] == "Month-to-month").mean() == pytest.approx(0.8, abs=0.03)
+
+
+def test_new_customers_surge_adds_low_tenure_rows(pool):
+    before = (pool["tenure"] <= 3).mean()
+    window = draw(pool, "new_customers", share=0.3, max_tenure=3)
+    assert (window["tenure"] <= 3).mean() == pytest.approx(0.3 + 0.7 * before, abs=0.03)
+
+
+def test_unknown_parameter_and_scenario_fail_with_names(pool):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['ris'\] \(accepts: rise\)"):
+        draw(pool, "price_increase", ris=0.15)
+    with pytest.raises(ValueError, match="unknown scenario 'price_hike'.*price_increase"):
+        get_scenario("churn", "price_hike")
