@@ -13,7 +13,7 @@ Windows are drawn from the champion's held-out test split; the reference is its 
 Model: the registered champion in MLFLOW_TRACKING_URI (default: the repo's store, after `make churn`);
 if there is none, the churn pipeline is run once into a throwaway store first (about a minute).
 
-    python benchmarks/bench_monitor.py [--windows 40] [--rows 500] [--delay-trials 10] [--step 50]
+    python benchmarks/bench_monitor.py [--windows 200] [--sizes 100,250,500] [--delay-trials 50] [--step 25]
 """
 
 from __future__ import annotations
@@ -91,8 +91,7 @@ def draw(setup: Setup, scenario: str, rows: int, rng: np.random.Generator) -> pd
 def judge(setup: Setup, rows: pd.DataFrame) -> Judged:
     """Exactly the monitor's decision on one window, labels included (quality is judged too)."""
     window = setup.model.with_predictions(rows)
-    result = run_drift(setup.reference, window, setup.model, setup.config.drift, setup.config.quality,
-                       quality_html=False)
+    result = run_drift(setup.reference, window, setup.model, setup.config.drift, setup.config.quality, reports=False)
     return Judged(result.summary, evaluate_alert(result.summary, setup.config.drift, setup.config.quality))
 
 
@@ -111,12 +110,19 @@ def evidently_default_alarm(summary: DriftSummary) -> bool:
     return drifted / len(summary.features) >= EVIDENTLY_DRIFT_SHARE
 
 
+def quality_drops(judged: list[Judged], metric: str) -> np.ndarray:
+    """Reference metric minus window metric, per window: how far quality falls by chance alone."""
+    return np.array([j.summary.reference_quality[metric] - j.summary.quality[metric]
+                     for j in judged if j.summary.quality is not None])
+
+
 def detection_rows(setup: Setup, windows: int, rows: int, seed: int) -> list[dict]:
     table = []
     for offset, scenario in enumerate(setup.scenarios):
         rng = np.random.default_rng(seed + offset)
         judged = [judge(setup, draw(setup, scenario, rows, rng)) for _ in range(windows)]
         alarms = sum(j.alert.triggered for j in judged)
+        drops = quality_drops(judged, setup.config.quality.metric)
         table.append({
             "scenario": scenario, "windows": windows, "alarms": alarms, "rate": alarms / windows,
             "upper": upper_bound(alarms, windows),
@@ -126,6 +132,8 @@ def detection_rows(setup: Setup, windows: int, rows: int, seed: int) -> list[dic
             "uncorrected": sum(uncorrected_alarm(j.summary) for j in judged) / windows,
             "evidently_default": sum(evidently_default_alarm(j.summary) for j in judged) / windows,
             "top_feature": statistics.mode(min(j.summary.features, key=lambda c: c.p_value).column for j in judged),
+            "drop_p95": float(np.quantile(drops, 0.95)) if len(drops) else None,
+            "drop_max": float(drops.max()) if len(drops) else None,
         })
     return table
 
@@ -153,12 +161,16 @@ def delay_rows(setup: Setup, trials: int, rows: int, step: int, seed: int) -> li
     return table
 
 
-def print_detection(table: list[dict], rows: int, alpha_per_test: float) -> None:
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_detection(table: list[dict], rows: int, alpha_per_test: float, metric: str) -> None:
     print(f"\nDetection per scenario: windows of {rows} rows, alert = any feature or the prediction drifted at "
           f"p < {alpha_per_test:.1e} (Bonferroni), or a quality drop")
     print("| scenario | windows | alerts | rate | 95 % bound | target | met | feature / prediction / quality "
-          "| most drifted feature | uncorrected p<0.05 rule | Evidently default rule |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"| most drifted feature | uncorrected p<0.05 rule | Evidently default rule | {metric} drop p95 / max |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         no_drift = row["scenario"] == NO_DRIFT
         target = f"<= {FALSE_ALARM_TARGET}" if no_drift else f">= {DETECTION_TARGET}"
@@ -166,7 +178,8 @@ def print_detection(table: list[dict], rows: int, alpha_per_test: float) -> None
         bound = f"<= {row['upper']:.3f}" if no_drift else "-"
         print(f"| {row['scenario']} | {row['windows']} | {row['alarms']} | {row['rate']:.3f} | {bound} | {target} | "
               f"{'yes' if met else 'NO'} | {row['by_feature']} / {row['by_prediction']} / {row['by_quality']} | "
-              f"{row['top_feature']} | {row['uncorrected']:.3f} | {row['evidently_default']:.3f} |")
+              f"{row['top_feature']} | {row['uncorrected']:.3f} | {row['evidently_default']:.3f} | "
+              f"{number(row['drop_p95'])} / {number(row['drop_max'])} |")
 
 
 def print_delay(table: list[dict], rows: int, step: int) -> None:
@@ -183,22 +196,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/monitoring.yaml")
     parser.add_argument("--model", default="churn")
-    parser.add_argument("--windows", type=int, default=40, help="windows per scenario (>= 20)")
-    parser.add_argument("--rows", type=int, help="rows per window (default: window.rows in the config)")
-    parser.add_argument("--delay-trials", type=int, default=10, help="drift-onset streams per scenario (0: skip)")
-    parser.add_argument("--step", type=int, default=50, help="rows between two monitor runs in the delay streams")
+    parser.add_argument("--windows", type=int, default=200, help="windows per scenario and size (>= 20)")
+    parser.add_argument("--sizes", help="comma-separated window sizes in rows (default: window.rows in the config)")
+    parser.add_argument("--delay-trials", type=int, default=50, help="drift-onset streams per scenario (0: skip)")
+    parser.add_argument("--step", type=int, default=25, help="rows between two monitor runs in the delay streams")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = load_monitoring_config(args.config)
-    rows = args.rows or config.window.rows
+    sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [config.window.rows]
     started = time.perf_counter()
     setup = load_setup(config, args.model)
     print(f"{args.model} v{setup.model.version} ({setup.model.contract.model_type}): reference {len(setup.reference)} "
           f"rows, held-out pool {len(setup.pool)} rows; {len(setup.model.features)} features")
-    detection = detection_rows(setup, args.windows, rows, args.seed)
-    print_detection(detection, rows, alpha_per_test(setup.model, config.drift))
+    for rows in sizes:
+        detection = detection_rows(setup, args.windows, rows, args.seed)
+        print_detection(detection, rows, alpha_per_test(setup.model, config.drift), config.quality.metric)
     if args.delay_trials:
+        rows = config.window.rows
         print_delay(delay_rows(setup, args.delay_trials, rows, args.step, args.seed), rows, args.step)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
 

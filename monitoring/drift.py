@@ -1,11 +1,17 @@
-"""Evidently on two frames (reference vs a production window) -> a typed drift and quality summary.
+"""Reference vs a production window -> a typed drift and quality summary, and Evidently's HTML reports.
 
 Three questions per window:
-  1. data drift: does any input column's distribution differ from the reference? (DataDriftPreset,
-     one p-value test per column: KS for numbers, chi-square for categories by default)
-  2. prediction drift: does the model's predicted probability differ? (ValueDrift on `probability`)
-  3. quality: on the rows whose ground truth has arrived, is the model still as good? (ClassificationPreset
-     for the report; the numbers come from scikit-learn so the reference gets the very same metrics)
+  1. data drift: does any input column's distribution differ from the reference? (one p-value test per
+     column: KS for numbers, chi-square for categories by default)
+  2. prediction drift: does the model's predicted probability differ? (the same test on `probability`)
+  3. quality: on the rows whose ground truth has arrived, is the model still as good? (ROC-AUC, accuracy
+     and F1 from scikit-learn, computed the same way on the reference)
+
+The p-values come from Evidently's own stat tests (`get_stattest`, what its DataDriftPreset calls per
+column), run directly: that takes milliseconds, while building the report (plotly figures for the
+HTML) takes seconds. The monitoring job builds the reports too (DataDriftPreset + ValueDrift, and
+ClassificationPreset on labelled rows) and checks that they show the very p-values the alert used; the
+benchmark, which judges thousands of windows, skips them.
 
 Every test is a p-value test, so one rule controls false alarms: with T tests per window each is run at
 family_alpha / T (Bonferroni), which keeps P(any false alarm in a no-drift window) <= family_alpha.
@@ -21,6 +27,8 @@ import numpy as np
 import pandas as pd
 from evidently import BinaryClassification, DataDefinition, Dataset, Report
 from evidently.core.report import Snapshot
+from evidently.legacy.calculations.stattests import get_stattest
+from evidently.legacy.core import ColumnType
 from evidently.metrics import ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
@@ -29,6 +37,7 @@ from monitoring.config import DriftConfig, QualityConfig
 from monitoring.reference import LABEL, PREDICTED_LABEL, PROBABILITY, WatchedModel
 
 VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"  # how a per-column drift result names itself
+P_VALUE_TOLERANCE = 1e-9  # report and decision compute the same test: they must agree to rounding
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class DriftSummary:
 @dataclass(frozen=True)
 class DriftResult:
     summary: DriftSummary
-    drift_report: Snapshot  # HTML: data drift per column + prediction drift
+    drift_report: Snapshot | None  # HTML: data drift per column + prediction drift (None: not asked for)
     quality_report: Snapshot | None  # HTML: classification quality on labelled rows, when enough
 
 
@@ -158,11 +167,38 @@ def quality_report(reference: pd.DataFrame, current: pd.DataFrame, model: Watche
     )
 
 
-def column_drift(found: dict[str, tuple[str, float]], column: str, alpha: float) -> ColumnDrift:
-    if column not in found:
-        raise RuntimeError(f"Evidently returned no drift result for column '{column}'")
-    method, p_value = found[column]
-    return ColumnDrift(column, method, p_value, bool(p_value < alpha))
+def judge_column(reference: pd.Series, current: pd.Series, numeric: bool, config: DriftConfig,
+                alpha: float, name: str) -> ColumnDrift:
+    """One column, one Evidently stat test, as its DataDriftPreset runs it (infinities and NaN dropped)."""
+    kind, method = (ColumnType.Numerical, config.num_method) if numeric else (ColumnType.Categorical, config.cat_method)
+    reference = reference.replace([-np.inf, np.inf], np.nan).dropna()
+    current = current.replace([-np.inf, np.inf], np.nan).dropna()
+    if reference.empty or current.empty:
+        raise ValueError(f"column '{name}' holds no values in the {'reference' if reference.empty else 'window'}")
+    if not numeric:
+        reference, current = reference.astype(str), current.astype(str)
+    result = get_stattest(reference, current, kind, method)(reference, current, kind, alpha)
+    return ColumnDrift(name, method, float(result.drift_score), bool(result.drift_score < alpha))
+
+
+def judge_columns(reference: pd.DataFrame, current: pd.DataFrame, model: WatchedModel,
+                 config: DriftConfig) -> tuple[list[ColumnDrift], ColumnDrift | None]:
+    alpha = alpha_per_test(model, config)
+    numeric = set(model.numerical)
+    features = [judge_column(reference[c], current[c], c in numeric, config, alpha, c) for c in model.features]
+    prediction = (judge_column(reference[PROBABILITY], current[PROBABILITY], True, config, alpha, PROBABILITY)
+                  if config.prediction_drift else None)
+    return features, prediction
+
+
+def check_report_agrees(summary: DriftSummary, snapshot: Snapshot) -> None:
+    """The HTML must show the p-values the alert was decided on; a mismatch is a bug, not a warning."""
+    shown = column_p_values(snapshot)
+    for column in summary.features + ([summary.prediction] if summary.prediction else []):
+        method, p_value = shown.get(column.column, ("missing", float("nan")))
+        if not abs(p_value - column.p_value) <= P_VALUE_TOLERANCE:
+            raise RuntimeError(f"Evidently's report shows p={p_value} ({method}) for '{column.column}', "
+                               f"the alert used p={column.p_value} ({column.method})")
 
 
 def run_drift(
@@ -172,31 +208,32 @@ def run_drift(
     drift: DriftConfig,
     quality: QualityConfig,
     *,
-    quality_html: bool = True,
+    reports: bool = True,
 ) -> DriftResult:
     """Compare one window with the reference; `current` holds the inputs, `probability`,
-    `predicted_label` and `label` (None where ground truth has not arrived yet). `quality_html=False`
-    skips the classification report, which only draws what `summary.quality` already holds (benchmarks)."""
+    `predicted_label` and `label` (None where ground truth has not arrived yet). `reports=False` skips
+    the HTML reports, which only draw what the summary already holds (the benchmark judges thousands)."""
     if current.empty:
         raise ValueError(f"empty window: nothing to compare with the reference of {model.name} v{model.version}")
-    alpha = alpha_per_test(model, drift)
-    snapshot = drift_report(reference, current, model, drift)
-    found = column_p_values(snapshot)
+    features, prediction = judge_columns(reference, current, model, drift)
     window_labelled = labelled(current)
     judged = len(window_labelled) >= quality.min_labelled_rows
     positive = model.contract.positive_label or model.contract.labels[-1]
     summary = DriftSummary(
         rows=len(current),
         reference_rows=len(reference),
-        alpha_per_test=alpha,
-        features=[column_drift(found, column, alpha) for column in model.features],
-        prediction=column_drift(found, PROBABILITY, alpha) if drift.prediction_drift else None,
+        alpha_per_test=alpha_per_test(model, drift),
+        features=features,
+        prediction=prediction,
         labelled_rows=len(window_labelled),
         quality=quality_metrics(window_labelled, positive) if judged else None,
         reference_quality=quality_metrics(reference, positive),
     )
-    report = quality_report(reference, window_labelled, model) if judged and quality_html else None
-    return DriftResult(summary, snapshot, report)
+    if not reports:
+        return DriftResult(summary, None, None)
+    snapshot = drift_report(reference, current, model, drift)
+    check_report_agrees(summary, snapshot)
+    return DriftResult(summary, snapshot, quality_report(reference, window_labelled, model) if judged else None)
 
 
 def minus_log10(p_value: float) -> float:

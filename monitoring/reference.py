@@ -104,7 +104,10 @@ def version_for(name: str, alias: str) -> str:
 def load_watched_model(name: str, *, alias: str | None = "champion", version: str | None = None) -> WatchedModel:
     """Resolve the alias once, then download that exact version (an alias may move meanwhile)."""
     version = version or version_for(name, alias or "champion")
-    directory = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    try:
+        directory = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    except MlflowException as error:
+        raise LookupError(f"no version {version} of registered model '{name}' in {mlflow.get_tracking_uri()}") from error
     contract_dir = directory / EXTRA_FILES_DIR
     if not (contract_dir / CONTRACT_FILE).is_file() or not (directory / ONNX_FILE).is_file():
         raise FileNotFoundError(

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_CSV = REPO.parent / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
 SAMPLE_ROWS = 1200
 TRAIN_ROWS = 500
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
 
 
 @pytest.fixture(scope="session")
@@ -59,20 +60,22 @@ def _mlflow_template_db(tmp_path_factory) -> Path:
 def tmp_mlflow(tmp_path, monkeypatch, _mlflow_template_db) -> str:
     """Point MLflow at a fresh SQLite store in tmp_path (artifacts land beside it); returns its URI.
 
-    `mlflow.set_tracking_uri` / `set_registry_uri` write environment variables and module globals of
-    their own, so those are reset afterwards too: no test sees another test's store.
+    `mlflow.set_tracking_uri`, `set_registry_uri` and `set_experiment` write environment variables and
+    module globals of their own, so those are reset afterwards too: no test sees another test's store.
     """
     db = tmp_path / "mlflow.db"
     shutil.copy(_mlflow_template_db, db)
     uri = f"sqlite:///{db}"
-    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = {key: os.environ.get(key) for key in MLFLOW_ENV}
+    for key in MLFLOW_ENV:
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None  # no public way to forget set_experiment()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

@@ -37,8 +37,10 @@ def field_type(spec: InputSpec) -> Any:
     if spec.dtype == "string":
         return Literal[tuple(spec.allowed)] if spec.allowed else Annotated[str, Field(strict=True)]
     python_type = PYTHON_TYPES[spec.dtype]
+    largest = float(np.finfo(np.float32).max) if spec.dtype == "float32" else int(np.iinfo(NUMPY_DTYPES[spec.dtype]).max)
+    maximum = largest if spec.maximum is None else min(spec.maximum, largest)  # beyond: inf in the graph
     finite = {"allow_inf_nan": False} if python_type is float else {}
-    number = Annotated[python_type, Field(strict=True, ge=spec.minimum, le=spec.maximum, **finite)]
+    number = Annotated[python_type, Field(strict=True, ge=spec.minimum, le=maximum, **finite)]
     return Annotated[number, AfterValidator(whole_number)] if spec.integer else number
 
 

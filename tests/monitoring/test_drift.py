@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitoring.alerts import evaluate_alert
-from monitoring.drift import alpha_per_test, run_drift
+from monitoring.drift import alpha_per_test, column_p_values, run_drift
 from monitoring.reference import WatchedModel
 from monitoring.scenarios import get_scenario
 from pipelines.common.contract import InputSpec, ModelContract
@@ -71,6 +71,18 @@ def test_p_values_are_judged_at_the_bonferroni_threshold(config):
     assert {c.method for c in summary.features} == {config.drift.num_method, config.drift.cat_method}
 
 
+def test_reports_show_the_p_values_the_alert_used(config):
+    rng = np.random.default_rng(9)
+    result = run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS, charges_scale=1.2), toy_model(), config.drift,
+                       config.quality)
+    shown = column_p_values(result.drift_report)  # what the HTML displays, read back from Evidently
+    summary = result.summary
+    for column in [*summary.features, summary.prediction]:
+        assert shown[column.column] == (column.method, pytest.approx(column.p_value, rel=1e-9, abs=1e-12))
+    assert run_drift(toy_rows(rng, 1000), toy_rows(rng, ROWS), toy_model(), config.drift, config.quality,
+                     reports=False).drift_report is None
+
+
 def test_quality_is_judged_only_with_enough_labels(config):
     rng = np.random.default_rng(4)
     reference, window = toy_rows(rng, 1000), toy_rows(rng, ROWS)
@@ -104,7 +116,7 @@ def test_churn_scenarios_are_detected_on_the_real_model(champion, config, scenar
     rng = np.random.default_rng(7)
     rows = get_scenario("churn", scenario).draw(champion.holdout, 500, rng, config.model("churn").scenarios[scenario])
     summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
-                        config.quality, quality_html=False).summary
+                        config.quality, reports=False).summary
     assert expected in [c.column for c in summary.drifted_features]
     assert evaluate_alert(summary, config.drift, config.quality).triggered
 
@@ -112,5 +124,5 @@ def test_churn_scenarios_are_detected_on_the_real_model(champion, config, scenar
 def test_held_out_traffic_raises_no_alert_on_the_real_model(champion, config):
     rows = get_scenario("churn", "no_drift").draw(champion.holdout, 500, np.random.default_rng(8), {})
     summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
-                        config.quality, quality_html=False).summary
+                        config.quality, reports=False).summary
     assert not evaluate_alert(summary, config.drift, config.quality).triggered

@@ -49,7 +49,7 @@ async def traffic_during_reload(app, records: list[dict], new_version: str) -> t
 def test_reload_under_load_loses_nothing(tmp_path, monkeypatch, registry_uri, bundle_root, example_records):
     # An alias of this test's own, so moving it leaves `champion` (what other tests serve) alone.
     client = mlflow.MlflowClient()
-    old = client.get_model_version_by_alias("churn", "champion").version
+    old = str(client.get_model_version_by_alias("churn", "champion").version)
     new = register_bundle(bundle_root / "churn", alias=None)
     client.set_registered_model_alias("churn", ALIAS, old)
     config = make_config(tmp_path, source={"kind": "registry", "tracking_uri": registry_uri})
