@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from scipy.stats import beta
 
 from monitoring.alerts import Alert, evaluate_alert
@@ -74,6 +75,14 @@ def ensure_champion(model: str) -> None:
 
     run_project(model, None)
     tracking.configure_tracking(f"{model}-monitoring")
+
+
+def data_source(model: WatchedModel) -> str:
+    """Which data the champion was trained on, from its pipeline run's tags (csv or synthetic)."""
+    client = MlflowClient()
+    parent = client.get_run(model.contract.run_id).data.tags.get("mlflow.parentRunId")
+    tags = client.get_run(parent).data.tags if parent else {}
+    return f"{tags.get('data_source', 'unknown')} data, sha256 {model.contract.data_sha256[:12]}"
 
 
 def load_setup(config: MonitoringConfig, model_name: str) -> Setup:
@@ -207,8 +216,9 @@ def main() -> None:
     sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [config.window.rows]
     started = time.perf_counter()
     setup = load_setup(config, args.model)
-    print(f"{args.model} v{setup.model.version} ({setup.model.contract.model_type}): reference {len(setup.reference)} "
-          f"rows, held-out pool {len(setup.pool)} rows; {len(setup.model.features)} features")
+    print(f"{args.model} v{setup.model.version} ({setup.model.contract.model_type}, {data_source(setup.model)}): "
+          f"reference {len(setup.reference)} rows, held-out pool {len(setup.pool)} rows, "
+          f"{len(setup.model.features)} features")
     for rows in sizes:
         detection = detection_rows(setup, args.windows, rows, args.seed)
         print_detection(detection, rows, alpha_per_test(setup.model, config.drift), config.quality.metric)

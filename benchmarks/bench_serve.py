@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,7 @@ VENV_BIN = Path(sys.executable).parent
 CSV_CANDIDATES = [os.environ.get("CHURN_DATA", ""), str(REPO.parent / "shared/data/telco-churn/Telco-Customer-Churn.csv"),
                   str(REPO / "data/raw/Telco-Customer-Churn.csv")]
 START_TIMEOUT_SECONDS = 120
-WARMUP_SECONDS = 3
+WARMUP_SECONDS = 2
 GOAL_VS_MLFLOW, GOAL_OVERHEAD, GOAL_P99_MS = 20.0, 0.8, 15.0
 
 
@@ -59,7 +60,10 @@ def champion(name: str, alias: str) -> tuple[str, str]:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as error:
+        sys.exit(f"no {name}@{alias} in the MLflow store {uri} ({error}): run `make churn` first")
     return str(version.version), version.run_id
 
 
@@ -124,31 +128,50 @@ def run_wrk(wrk: str, url: str, body: Path, seconds: float, threads: int, connec
     return json.loads(line.removeprefix("WRK_JSON "))
 
 
-def measure(args, wrk: str, target: str, url: str, bodies: dict[int, dict[str, Path]]) -> list[dict]:
+def measure(args, wrk: str, urls: dict[str, str], bodies: dict[int, dict[str, Path]], batches: list[int]) -> list[dict]:
+    """Per batch size: warm every target up, then `rounds` slices of duration/rounds seconds each, the
+    targets taking turns (A B A B ...), so a change in the machine's background load hits all alike.
+    requests/s = all requests / all seconds; p50 and p99 = the median over the slices."""
     results = []
-    for batch in args.batches:
-        body = bodies[batch][target]
-        check = httpx.post(url, content=body.read_bytes(), headers={"content-type": "application/json"}, timeout=30)
-        if check.status_code != 200:
-            raise RuntimeError(f"{target}: probe request failed with {check.status_code}: {check.text[:300]}")
-        run_wrk(wrk, url, body, WARMUP_SECONDS, args.threads, args.connections)
-        raw = run_wrk(wrk, url, body, args.duration, args.threads, args.connections)
-        rps = raw["requests"] / (raw["duration_us"] / 1e6)
-        results.append({"target": target, "batch": batch, "requests_per_s": rps, "rows_per_s": rps * batch,
-                        "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-                        "errors": raw["non_2xx"] + raw["socket_errors"], "requests": raw["requests"]})
-        print(f"  {target:13s} batch {batch:3d}: {rps:8.1f} req/s  p50 {raw['p50_us'] / 1000:7.2f} ms  "
-              f"p99 {raw['p99_us'] / 1000:7.2f} ms  errors {results[-1]['errors']}", flush=True)
+    for batch in batches:
+        for target, url in urls.items():
+            body = bodies[batch][target]
+            check = httpx.post(url, content=body.read_bytes(), headers={"content-type": "application/json"}, timeout=30)
+            if check.status_code != 200:
+                raise RuntimeError(f"{target}: probe request failed with {check.status_code}: {check.text[:300]}")
+            run_wrk(wrk, url, body, WARMUP_SECONDS, args.threads, args.connections)
+        slices: dict[str, list[dict]] = {target: [] for target in urls}
+        for _ in range(args.rounds):
+            for target, url in urls.items():
+                slices[target].append(run_wrk(wrk, url, bodies[batch][target], args.duration / args.rounds,
+                                              args.threads, args.connections))
+        for target, runs in slices.items():
+            requests = sum(run["requests"] for run in runs)
+            rps = requests / (sum(run["duration_us"] for run in runs) / 1e6)
+            results.append({"target": target, "batch": batch, "requests_per_s": rps, "rows_per_s": rps * batch,
+                            "p50_ms": statistics.median(run["p50_us"] for run in runs) / 1000,
+                            "p99_ms": statistics.median(run["p99_us"] for run in runs) / 1000,
+                            "errors": sum(run["non_2xx"] + run["socket_errors"] for run in runs), "requests": requests,
+                            "slices_requests_per_s": [round(run["requests"] / (run["duration_us"] / 1e6)) for run in runs]})
+            r = results[-1]
+            print(f"  {target:13s} batch {batch:3d}: {rps:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                  f"errors {r['errors']}  (slices: {r['slices_requests_per_s']} req/s)", flush=True)
     return results
 
 
-def bench_serving(args, wrk, bodies, workdir: Path, bare: bool) -> list[dict]:
-    port = free_port()
+def bench_serving(args, wrk, bodies, workdir: Path, targets: list[str]) -> list[dict]:
+    """Both variants of our server up at once and measured in turns (see measure): the ratio between
+    them is the number that matters, and it must not depend on when each ran."""
+    flags = {"serving": [], "serving-bare": ["--no-prediction-log", "--no-metrics"]}
     env = {**os.environ, "PREDICTION_LOG": str(workdir / "predictions.db"), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "serving", "--port", str(port)] + (["--no-prediction-log", "--no-metrics"] if bare else [])
-    target = "serving-bare" if bare else "serving"
-    with server(command, f"http://127.0.0.1:{port}/ready", env, workdir / f"{target}.log"):
-        return measure(args, wrk, target, f"http://127.0.0.1:{port}/v1/{args.model}/predict", bodies)
+    urls = {}
+    with contextlib.ExitStack() as stack:
+        for target in targets:
+            port = free_port()
+            command = [sys.executable, "-m", "serving", "--port", str(port)] + flags[target]
+            stack.enter_context(server(command, f"http://127.0.0.1:{port}/ready", env, workdir / f"{target}.log"))
+            urls[target] = f"http://127.0.0.1:{port}/v1/{args.model}/predict"
+        return measure(args, wrk, urls, bodies, args.batches)
 
 
 def bench_mlflow(args, wrk, bodies, workdir: Path, run_id: str) -> tuple[list[dict], str]:
@@ -164,7 +187,7 @@ def bench_mlflow(args, wrk, bodies, workdir: Path, run_id: str) -> tuple[list[di
                                headers={"content-type": "application/json"}, timeout=60)
             if probe.status_code == 200:
                 print(f"  mlflow serves {model_uri}", flush=True)
-                return measure(args, wrk, "mlflow", url, bodies), model_uri
+                return measure(args, wrk, {"mlflow": url}, bodies, args.batches), model_uri
             print(f"  mlflow cannot predict with {model_uri} ({probe.status_code}): {probe.text[:160]}", flush=True)
     raise RuntimeError("mlflow models serve could not serve the champion nor its native model")
 
@@ -224,6 +247,7 @@ def main() -> None:
     parser.add_argument("--model", default="churn")
     parser.add_argument("--alias", default="champion")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per server and batch size")
+    parser.add_argument("--rounds", type=int, default=3, help="slices of the duration, servers taking turns")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,64", type=lambda s: [int(b) for b in s.split(",")])
@@ -231,20 +255,20 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.chdir(REPO)  # relative paths in configs/serving.yaml and the default store are the repo's
     wrk = ensure_wrk()
     version, run_id = champion(args.model, args.alias)
     rows = customer_rows(max(args.batches))
-    print(f"{args.model}@{args.alias} = version {version} (run {run_id}); wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration:g}s; {os.cpu_count()} CPUs", flush=True)
+    print(f"{args.model}@{args.alias} = version {version} (run {run_id}); wrk -t{args.threads} -c{args.connections}, "
+          f"{args.duration:g} s per server and batch in {args.rounds} turns; {os.cpu_count()} CPUs", flush=True)
     targets = args.targets.split(",")
     results, served_by_mlflow = [], "-"
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         workdir = Path(tmp)
         bodies = {batch: write_bodies(workdir, rows, batch) for batch in args.batches}
-        if "serving" in targets:
-            results += bench_serving(args, wrk, bodies, workdir, bare=False)
-        if "serving-bare" in targets:
-            results += bench_serving(args, wrk, bodies, workdir, bare=True)
+        ours = [target for target in ("serving", "serving-bare") if target in targets]
+        if ours:
+            results += bench_serving(args, wrk, bodies, workdir, ours)
         if "mlflow" in targets:
             mlflow_results, served_by_mlflow = bench_mlflow(args, wrk, bodies, workdir, run_id)
             results += mlflow_results

@@ -45,6 +45,7 @@ class QualityConfig(Config):
 class RetrainConfig(Config):
     recent_rows: int = Field(2000, ge=20)  # newest labelled predictions to learn from and judge on
     eval_fraction: float = Field(0.5, gt=0, lt=1)  # newest share kept out of training, to compare on
+    min_judge_rows: int = Field(200, ge=20)  # fewer labelled rows to compare on: no retraining
     metric: Literal["roc_auc", "log_loss"] = "roc_auc"
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.9, gt=0.5, lt=1)  # promote when P(challenger better) >= this

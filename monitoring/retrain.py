@@ -169,9 +169,9 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
     champion = load_watched_model(model_name, alias=CHAMPION)
     recent = recent_labelled_rows(db_path, model_name, champion.features, settings.recent_rows)
     train_rows, judge_rows = split_in_time(recent, settings.eval_fraction)
-    if len(judge_rows) < config.quality.min_labelled_rows:
+    if len(judge_rows) < settings.min_judge_rows:
         raise LookupError(f"only {len(recent)} labelled predictions of '{model_name}': {len(judge_rows)} to judge on, "
-                          f"need {config.quality.min_labelled_rows} (post feedback labels first)")
+                          f"need {settings.min_judge_rows} (post feedback labels first)")
     log.info("retraining %s on %d recent labelled rows; judging on the newest %d", model_name, len(train_rows),
              len(judge_rows))
     trainer = trainer or pipeline_trainer(model_name, model_cfg.train_config)

@@ -21,6 +21,7 @@ DEFAULT_CONFIG = Path("configs/serving.yaml")
 ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MLFLOW_TRACKING_URI": ("source", "tracking_uri"),
     "PREDICTION_LOG": ("prediction_log", "path"),
+    "SERVING_MODEL_CACHE": ("source", "cache_dir"),
     "SERVING_HOST": ("server", "host"),
     "SERVING_PORT": ("server", "port"),
 }
@@ -68,6 +69,7 @@ class PredictionLogConfig(Config):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     wait_for_commit: bool = True
     max_batch_rows: int = Field(gt=0)
+    checkpoint_interval_seconds: float = Field(gt=0)
 
 
 class MetricsConfig(Config):

@@ -5,7 +5,8 @@ A request id ties a response, its log rows and the client's own logs together: a
 
 A prediction id names one row of the prediction log, and is what feedback refers to. It must be unique
 for ever, even when clients reuse request ids, and cheap: a random per-process prefix plus a counter
-(one os.urandom call per process instead of one per row), which also sorts in creation order.
+(one os.urandom call per process instead of one uuid4 per row), which also sorts in creation order.
+Server-made request ids are built the same way, from a factory of their own.
 """
 
 from __future__ import annotations
@@ -13,24 +14,32 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
-import uuid
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 PREFIX_BYTES = 8  # 64 random bits per process: no two server processes share a prefix in practice
 
 
-def request_id(supplied: str | None) -> str:
-    if supplied and REQUEST_ID_PATTERN.fullmatch(supplied):
-        return supplied
-    return uuid.uuid4().hex
+class IdFactory:
+    """Unique ids from a random per-process prefix and a counter: `9f1c2e0a7b3d4c55-000000002a`."""
 
-
-class PredictionIds:
     def __init__(self):
         self.prefix = secrets.token_hex(PREFIX_BYTES)
         self._counter = itertools.count()
 
     def take(self, n: int) -> list[str]:
-        """n fresh ids. itertools.count is atomic under the GIL, so threads may share one generator."""
+        """n fresh ids. itertools.count is atomic under the GIL, so threads may share one factory."""
         return [f"{self.prefix}-{next(self._counter):010x}" for _ in range(n)]
+
+    def one(self) -> str:
+        return f"{self.prefix}-{next(self._counter):010x}"
+
+
+REQUEST_IDS = IdFactory()
+
+
+def request_id(supplied: str | None) -> str:
+    """The client's id when it is a sane token, else a fresh one."""
+    if supplied and REQUEST_ID_PATTERN.fullmatch(supplied):
+        return supplied
+    return REQUEST_IDS.one()

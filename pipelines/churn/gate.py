@@ -11,10 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import log_loss
+
+
+def rank_roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """ROC-AUC as the Mann-Whitney statistic: equal to sklearn's, ~100x faster, which matters when a
+    bootstrap computes it thousands of times."""
+    positives = y_true == 1
+    n_pos, n_neg = positives.sum(), len(y_true) - positives.sum()
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
 
 METRICS = {
-    "roc_auc": (roc_auc_score, True),  # (function, higher is better)
+    "roc_auc": (rank_roc_auc, True),  # (function, higher is better)
     "log_loss": (lambda y, p: log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]), False),
 }
 
@@ -53,6 +64,8 @@ def paired_bootstrap(y_true, p_candidate, p_baseline, *, metric: str, samples: i
         if len(np.unique(y_true[idx])) < 2:
             continue  # a resample with one class has no ROC-AUC
         gains.append(sign * (score(y_true[idx], p_candidate[idx]) - score(y_true[idx], p_baseline[idx])))
+    if not gains:
+        raise ValueError(f"paired bootstrap: none of {samples} resamples of {len(y_true)} rows held both classes")
     gains = np.asarray(gains)
     probability = float((gains > 0).mean())
     return GateDecision(

@@ -38,17 +38,19 @@ def check_parity(native: np.ndarray, exported: np.ndarray, *, atol: float) -> Pa
     """Compare two [rows, classes] probability arrays; raise naming the worst row when they differ."""
     native = np.asarray(native, dtype=np.float64)
     exported = np.asarray(exported, dtype=np.float64)
+    if len(native) == 0:
+        raise ParityError("no rows to compare: parity on an empty split proves nothing")
     if native.shape != exported.shape:
         raise ParityError(f"shape mismatch: native {native.shape} vs ONNX {exported.shape}")
     if not np.all(np.isfinite(exported)):
         bad = int(np.argwhere(~np.isfinite(exported))[0][0])
         raise ParityError(f"ONNX output is not finite at row {bad}: {exported[bad].tolist()}")
     gap = np.abs(native - exported).reshape(len(native), -1).max(axis=1)
-    worst = int(np.argmax(gap)) if len(gap) else 0
+    worst = int(np.argmax(gap))
     report = ParityReport(
         rows=len(gap),
-        max_abs_diff=float(gap.max()) if len(gap) else 0.0,
-        mean_abs_diff=float(gap.mean()) if len(gap) else 0.0,
+        max_abs_diff=float(gap.max()),
+        mean_abs_diff=float(gap.mean()),
         worst_row=worst,
         atol=atol,
     )

@@ -45,17 +45,27 @@ class StageContext:
     extra_train_data: Any = None  # recent labelled rows added to the training split (retraining)
     from_run: str | None = None  # pipeline run id to take earlier stages' outputs from
     stage_runs: dict[str, str] = field(default_factory=dict)
+    current_stage: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)  # what the final printout shows
 
     def run_id_of(self, stage: str) -> str:
-        if stage in self.stage_runs:
-            return self.stage_runs[stage]
-        run_id = tracking.latest_stage_run(self.project, stage, self.from_run)
-        # Every later lookup must come from the same pipeline run, or stages would mix two pipelines.
-        self.from_run = self.from_run or mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId")
-        log.info("using '%s' outputs from run %s (pipeline run %s)", stage, run_id, self.from_run)
-        self.stage_runs[stage] = run_id
-        return run_id
+        """The run holding `stage`'s outputs. In order: this invocation's; the one the runs we already
+        read used themselves (their `input_run.<stage>` tag), so one invocation never mixes two
+        pipelines' outputs; the latest in `from_run`; the latest finished one."""
+        if stage not in self.stage_runs:
+            run_id = self.lineage(stage) or tracking.latest_stage_run(self.project, stage, self.from_run)
+            log.info("using '%s' outputs from run %s", stage, run_id)
+            self.stage_runs[stage] = run_id
+        if self.current_stage:
+            tracking.set_run_tag(self.stage_runs[self.current_stage], f"input_run.{stage}", self.stage_runs[stage])
+        return self.stage_runs[stage]
+
+    def lineage(self, stage: str) -> str | None:
+        for run_id in self.stage_runs.values():
+            recorded = tracking.run_tags(run_id).get(f"input_run.{stage}")
+            if recorded:
+                return recorded
+        return None
 
     def artifact(self, stage: str, path: str) -> Path:
         """Download (or locate) an artifact an earlier stage logged."""
@@ -126,7 +136,7 @@ def run_project(
             stage_started = time.perf_counter()
             log.info("[%s] stage '%s' ...", spec.name, stage)
             with tracking.stage_run(spec.name, stage) as run:
-                ctx.stage_runs[stage] = run.info.run_id
+                ctx.stage_runs[stage], ctx.current_stage = run.info.run_id, stage
                 spec.stages[stage](ctx)
                 mlflow.log_metric("stage_seconds", time.perf_counter() - stage_started)
             tracking.promote_data_identity(run.info.run_id)

@@ -118,7 +118,7 @@ def log_data_identity(sha256: str, source: str, path: str | None, rows: int) -> 
 
 def promote_data_identity(stage_run_id: str) -> None:
     """Copy a stage's data tags onto the active (pipeline) run, so the parent says what data it saw."""
-    tags = MlflowClient().get_run(stage_run_id).data.tags
+    tags = run_tags(stage_run_id)
     found = {key: tags[key] for key in DATA_TAGS if key in tags}
     if found:
         mlflow.set_tags(found)
@@ -148,6 +148,14 @@ def child_run(name: str, **tags: str) -> Iterator[mlflow.ActiveRun]:
 
 def log_json(obj: object, artifact_file: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return MlflowClient().get_run(run_id).data.tags
+
+
+def set_run_tag(run_id: str, key: str, value: str) -> None:
+    MlflowClient().set_tag(run_id, key, value)
 
 
 def latest_stage_run(project: str, stage: str, parent_run_id: str | None = None) -> str:

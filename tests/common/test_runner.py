@@ -33,7 +33,6 @@ def produce(ctx: StageContext) -> None:
 def consume(ctx: StageContext) -> None:
     ctx.summary["consumed"] = ctx.artifact("produce", "out/greeting.txt").read_text()
     ctx.summary["produce_run"] = ctx.run_id_of("produce")
-    ctx.summary["from_run"] = ctx.from_run
 
 
 PROJECT = Project(
@@ -88,6 +87,11 @@ def test_unknown_project_is_named_with_the_known_ones():
         load_project("nope")
 
 
+def test_a_registered_project_is_loaded_by_name(monkeypatch):
+    monkeypatch.setitem(runner.PROJECT_MODULES, "toy", __name__)
+    assert load_project("toy") is PROJECT
+
+
 # --------------------------------------------------------------------------------- a full run
 
 
@@ -125,7 +129,10 @@ def test_stage_run_alone_reads_the_latest_pipeline_runs_artifact(toy, config_fil
     latest = run_project("toy", config_file(greeting="second"))
     alone = run_project("toy", config_file(greeting="ignored"), stages=["consume"])
     assert alone.summary["consumed"] == "second"
-    assert alone.summary["from_run"] == latest.parent_run_id  # later lookups stay in that pipeline run
+    produce_run = alone.summary["produce_run"]
+    assert mlflow.get_run(produce_run).data.tags["mlflow.parentRunId"] == latest.parent_run_id
+    consume_run = child_runs(alone.parent_run_id)[0]
+    assert consume_run.data.tags["input_run.produce"] == produce_run  # lineage recorded on the reader
     assert [run.data.tags["stage"] for run in child_runs(alone.parent_run_id)] == ["consume"]
 
 
@@ -163,3 +170,33 @@ def test_missing_config_file_fails_before_any_run_starts(toy, tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         run_project("toy", str(tmp_path / "absent.yaml"))
     assert MlflowClient().get_experiment_by_name("toy") is None
+
+
+# ------------------------------------------------------------------------------ lineage across stage-alone runs
+
+
+def report(ctx: StageContext) -> None:
+    """Reads `consume` first, then `produce`: produce must be the run consume itself read."""
+    ctx.summary["consumed"] = ctx.artifact("consume", "out/consumed.txt").read_text()
+    ctx.summary["produced"] = ctx.artifact("produce", "out/greeting.txt").read_text()
+
+
+def consume_and_log(ctx: StageContext) -> None:
+    mlflow.log_text(ctx.artifact("produce", "out/greeting.txt").read_text(), "out/consumed.txt")
+
+
+LINEAGE_PROJECT = Project(
+    name="toy", config_schema=ToyConfig, default_config="configs/toy.yaml",
+    stages={"produce": produce, "consume": consume_and_log, "report": report},
+)
+
+
+def test_stages_run_one_at_a_time_read_one_consistent_lineage(monkeypatch, tmp_mlflow, config_file):
+    """produce(A), consume alone (reads A), produce(B), report alone: report must see A twice, not B."""
+    monkeypatch.setattr(runner, "load_project", lambda name: LINEAGE_PROJECT)
+    run_project("toy", config_file(greeting="A"), stages=["produce"])
+    run_project("toy", config_file(), stages=["consume"])
+    run_project("toy", config_file(greeting="B"), stages=["produce"])
+    alone = run_project("toy", config_file(), stages=["report"])
+    assert alone.summary["consumed"] == "A"
+    assert alone.summary["produced"] == "A"

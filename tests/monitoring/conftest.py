@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import mlflow
 import pandas as pd
 import pytest
 
@@ -21,14 +23,21 @@ TRAIN_ROWS, REFERENCE_ROWS, HOLDOUT_ROWS = 400, 1000, 1200
 
 
 @contextmanager
-def temporary_store(directory: Path) -> Iterator[str]:
-    """Point MLflow at a fresh SQLite store for the duration; restore the previous one afterwards."""
+def temporary_store(directory: Path, template: Path) -> Iterator[str]:
+    """Point MLflow at a fresh SQLite store (a copy of the session's empty template) for the duration,
+    then forget it again: environment, tracking and registry URIs and the active experiment."""
+    shutil.copy(template, directory / "mlflow.db")
     saved = os.environ.get("MLFLOW_TRACKING_URI")
     uri = f"sqlite:///{directory}/mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         yield uri
     finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        mlflow.tracking.fluent._active_experiment_id = None  # as tests/conftest.py's tmp_mlflow does
         if saved is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -64,9 +73,9 @@ class Champion:
 
 
 @pytest.fixture(scope="session")
-def champion(tmp_path_factory, splits, config) -> Iterator[Champion]:
+def champion(tmp_path_factory, splits, config, _mlflow_template_db) -> Iterator[Champion]:
     """A tiny churn champion in its own store, for every test that only reads it (nobody moves aliases)."""
-    with temporary_store(tmp_path_factory.mktemp("mlflow-champion")) as uri:
+    with temporary_store(tmp_path_factory.mktemp("mlflow-champion"), _mlflow_template_db) as uri:
         register_tiny_model(splits["train"], splits["reference"], splits["holdout"])
         tracking.configure_tracking(config.model("churn").experiment)
         model = load_watched_model("churn")

@@ -78,9 +78,9 @@ def inverted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture()
-def loop(tmp_path, splits, config):
+def loop(tmp_path, splits, config, _mlflow_template_db):
     """A fresh store whose champion learned nothing, and a log of recent labelled traffic it served."""
-    with temporary_store(tmp_path):
+    with temporary_store(tmp_path, _mlflow_template_db):
         register_tiny_model(shuffled(splits["train"], 0), splits["reference"], splits["holdout"])
         tracking.configure_tracking(config.model("churn").experiment)
         champion = load_watched_model("churn")

@@ -36,7 +36,7 @@ print(json.dumps({"ready": ready, "predicted": predicted, "modules": sorted(
 
 def server_env(tmp_path, **extra) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREDICTION_LOG": str(tmp_path / "predictions.db"),
-           "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+           "SERVING_MODEL_CACHE": str(tmp_path / "cache"), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     return env | extra
 
 
