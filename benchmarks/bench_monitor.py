@@ -165,7 +165,7 @@ def delay_rows(setup: Setup, trials: int, rows: int, step: int, seed: int) -> li
         found = [drifted_rows_until_alarm(setup, scenario, rows, step, rng) for _ in range(trials)]
         hits = sorted(f for f in found if f is not None)
         table.append({"scenario": scenario, "trials": trials, "detected": len(hits),
-                      "median": statistics.median(hits) if hits else None,
+                      "median": round(statistics.median(hits)) if hits else None,
                       "worst": hits[-1] if hits else None})
     return table
 

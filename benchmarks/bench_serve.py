@@ -1,7 +1,7 @@
 """Serving throughput and latency: our FastAPI + onnxruntime server against `mlflow models serve`.
 
 One run, one machine, one registered model (`churn@champion` in the MLflow store), one load generator
-(wrk, POSTing the same body from benchmarks/wrk_post.lua), batch 1 and batch 64, three servers in turn:
+(wrk, POSTing the same body from benchmarks/wrk_post.lua), batch 1 and batch 64, three servers:
 
   serving       python -m serving, everything on: validation, prediction log (group commit), metrics
   serving-bare  the same server with the prediction log and metrics switched off
@@ -11,8 +11,11 @@ One run, one machine, one registered model (`churn@champion` in the MLflow store
 
 Goals (issue): at batch 1, serving >= 20x mlflow's requests/s; serving >= 80% of serving-bare's
 requests/s; serving's p99 <= 15 ms at concurrency 8. A benchmark, not a test: it prints, it does not fail.
+Each server gets `--duration` seconds of load per batch size, cut into `--rounds` slices taken in turns
+with its rival, so that the background load of a shared machine hits both alike.
 
-    python benchmarks/bench_serve.py [--duration 15] [--connections 8] [--threads 2] [--batches 1,64]
+    python benchmarks/bench_serve.py [--duration 15] [--rounds 3] [--connections 8] [--threads 2]
+                                     [--batches 1,64] [--targets serving,serving-bare,mlflow] [--json PATH]
 """
 
 from __future__ import annotations

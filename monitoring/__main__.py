@@ -86,12 +86,14 @@ def reload_server(serving: ServingConfig, config: MonitoringConfig) -> None:
 def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: ServingConfig) -> int:
     if args.window is not None and (args.start is not None or args.end is not None):
         raise ValueError("give either --window or --start/--end, not both")
+    if args.simulated and (args.window is not None or args.start is not None or args.end is not None):
+        raise ValueError("--simulated takes its windows from the simulation manifest: drop --window/--start/--end")
     last_n = None if (args.start is not None or args.end is not None) else (args.window or config.window.rows)
     spec = WindowSpec(last_n=last_n, start_ts=args.start, end_ts=args.end)
     db_path = serving.prediction_log.path
     outcomes = run_monitoring(config, args.model, db_path, spec, simulated=args.simulated, version=args.version)
     print_outcomes(outcomes)
-    index = build_index(config.reports_for(args.model), args.model, config.quality.metric)
+    index = build_index(config.reports_for(args.model), args.model, config.quality)
     print(f"reports: {index}")
     alerts = [outcome for outcome in outcomes if outcome.alert.triggered]
     if alerts and args.retrain:
@@ -130,7 +132,7 @@ def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving
 
 
 def command_index(args: argparse.Namespace, config: MonitoringConfig, serving: ServingConfig) -> int:
-    index = build_index(config.reports_for(args.model), args.model, config.quality.metric)
+    index = build_index(config.reports_for(args.model), args.model, config.quality)
     if index is None:
         print(f"no monitoring reports under {config.reports_for(args.model)}: run `python -m monitoring run` first")
         return ERROR_EXIT_CODE

@@ -11,6 +11,7 @@ import html
 import json
 from pathlib import Path
 
+from monitoring.config import QualityConfig
 from monitoring.drift import minus_log10
 from pipelines.common.plots import plt  # headless (Agg) matplotlib
 
@@ -35,9 +36,10 @@ def quality_value(summary: dict, metric: str, key: str = "quality") -> float | N
     return value if value is not None and value == value else None  # None or NaN -> None
 
 
-def plot_drift_over_time(summaries: list[dict], path: Path, metric: str) -> None:
+def plot_drift_over_time(summaries: list[dict], path: Path, quality: QualityConfig) -> None:
     """Top: evidence of drift as -log10(p) (higher = stronger) against the per-test threshold.
-    Bottom: the quality metric on labelled rows against the reference's."""
+    Bottom: the quality metric on labelled rows against the reference's and the quality alert line."""
+    metric = quality.metric
     fig = plt.figure(figsize=(9, 6.5), dpi=110)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     x = list(range(len(summaries)))
@@ -56,8 +58,9 @@ def plot_drift_over_time(summaries: list[dict], path: Path, metric: str) -> None
     top.set_title("Drift over time (one point per monitored window)")
     window_quality = [quality_value(s, metric) for s in summaries]
     bottom.plot(x, [q if q is not None else float("nan") for q in window_quality], "o-", label=f"window {metric}")
-    bottom.plot(x, [quality_value(s, metric, "reference_quality") or float("nan") for s in summaries], "k:",
-                label=f"reference {metric}")
+    reference = [quality_value(s, metric, "reference_quality") or float("nan") for s in summaries]
+    bottom.plot(x, reference, "k:", label=f"reference {metric}")
+    bottom.plot(x, [r - quality.max_drop for r in reference], "r:", label=f"alert below (drop > {quality.max_drop})")
     bottom.set_ylabel(metric)
     bottom.legend(fontsize=8, loc="lower left")
     bottom.set_xticks(x, [s.get("scenario") or s["window"]["start"][5:16] for s in summaries], rotation=30,
@@ -110,12 +113,13 @@ Bonferroni split of the window's false-alarm budget); see docs/monitoring.md.</p
 """
 
 
-def build_index(directory: Path, model: str, metric: str = "roc_auc") -> Path | None:
+def build_index(directory: Path, model: str, quality: QualityConfig = QualityConfig()) -> Path | None:
     """Write index.html and the plot for every window found under `directory`; None when there is none."""
     summaries = read_summaries(directory)
     if not summaries:
         return None
-    plot_drift_over_time(summaries, directory / PLOT_FILE, metric)
+    metric = quality.metric
+    plot_drift_over_time(summaries, directory / PLOT_FILE, quality)
     rows = "\n".join(table_row(i, s, metric) for i, s in reversed(list(enumerate(summaries))))
     page = PAGE.format(title=f"{html.escape(model)}: drift monitoring history", count=len(summaries),
                        plot=PLOT_FILE, metric=metric, rows=rows)

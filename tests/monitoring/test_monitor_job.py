@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from monitoring.__main__ import main
 from monitoring.monitor import run_monitoring
-from monitoring.report import INDEX_FILE, PLOT_FILE, build_index
+from monitoring.report import PLOT_FILE, build_index
 from monitoring.scenarios import get_scenario
 from monitoring.window import WindowSpec, read_window, served_by
 from tests.monitoring.conftest import REPO
@@ -61,7 +61,7 @@ def test_no_drift_window_by_time_raises_nothing(traffic):
 def test_history_index_lists_every_window_with_a_plot(traffic):
     config, db, _ = traffic
     run_monitoring(config, "churn", db, WindowSpec(start_ts=T0, end_ts=T0 + 60))  # same window: overwritten
-    index = build_index(config.reports_for("churn"), "churn")
+    index = build_index(config.reports_for("churn"), "churn", config.quality)
     page = index.read_text()
     assert (index.parent / PLOT_FILE).stat().st_size > 0
     assert page.count("<tr>") == 1 + 2  # header + two distinct windows
