@@ -42,13 +42,31 @@ churn: $(STAMP)  ## churn: train -> evaluate -> optimize -> export ONNX -> regis
 
 all: churn  ## every project that exists
 
+serve: $(STAMP)  ## FastAPI + onnxruntime on 127.0.0.1:8000 (configs/serving.yaml), serving each champion
+	$(PY) -m serving
+
+bundle: $(STAMP)  ## export the churn champion as a deployable folder (ONNX + contract) under dist/bundles/
+	$(PY) -m serving.bundle --model churn --alias champion
+
+simulate: $(STAMP)  ## send windows of normal and drifted traffic (+ delayed labels) to the running server
+	$(PY) -m monitoring simulate --model churn
+
+monitor: $(STAMP)  ## drift report on the latest window of the prediction log; RETRAIN=1 closes the loop
+	$(PY) -m monitoring run --model churn $(if $(RETRAIN),--retrain)
+
 ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
 	$(PY) -m mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}" --host 127.0.0.1 --port 5000
 
 bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed picking)
 	$(PY) benchmarks/bench_churn.py
 
-bench: bench-churn  ## every benchmark
+bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow models serve` (wrk, batch 1 and 64)
+	$(PY) benchmarks/bench_serve.py
+
+bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows
+	$(PY) benchmarks/bench_monitor.py
+
+bench: bench-churn bench-serve bench-monitor  ## every benchmark
 
 test: $(STAMP)  ## the whole test suite (unit + end-to-end on tiny configs)
 	$(PY) -m pytest

@@ -32,8 +32,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    import os, sys
-    if os.environ.get('SWI'): sys.setswitchinterval(float(os.environ['SWI']))
     config = load_serving_config(args.config)
     server = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     sections: dict[str, dict] = {"server": server}

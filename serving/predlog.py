@@ -246,7 +246,6 @@ class PredictionLog:
             while True:
                 group, stop = self._next_group()
                 self._commit(connection, group)
-                self._last = time.perf_counter()
                 if stop:
                     return
         finally:
@@ -256,11 +255,6 @@ class PredictionLog:
         """Block for the first job, then take whatever else is already waiting (up to max_batch_rows)."""
         group, rows = [], 0
         item = self._queue.get()
-        import os as _os
-        _mci = float(_os.environ.get("MCI", "0"))
-        pause = _mci - (time.perf_counter() - getattr(self, "_last", 0.0))
-        if pause > 0:
-            time.sleep(pause)
         while True:
             if item is _STOP:
                 return group, True
