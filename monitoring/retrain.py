@@ -135,6 +135,13 @@ def split_in_time(frame: pd.DataFrame, eval_fraction: float) -> tuple[pd.DataFra
     return frame.iloc[:cut].reset_index(drop=True), frame.iloc[cut:].reset_index(drop=True)
 
 
+def drop_rows_seen_in(judge: pd.DataFrame, train: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Judge only on customers the challenger did not train on: a repeated row (same inputs) would let
+    a model win by memory. Rare in production; common when traffic is resampled from a small pool."""
+    seen = judge[features].merge(train[features].drop_duplicates(), how="left", on=features, indicator=True)
+    return judge[(seen["_merge"] == "left_only").to_numpy()].reset_index(drop=True)
+
+
 def as_training_rows(frame: pd.DataFrame, model: WatchedModel, label_column: str) -> pd.DataFrame:
     """Inputs as the training data holds them (whole numbers as ints, per the contract) + the label."""
     rows = frame[model.features].copy()
@@ -187,9 +194,10 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
     champion = load_watched_model(model_name, alias=CHAMPION)
     recent = recent_labelled_rows(db_path, model_name, champion.features, settings.recent_rows)
     train_rows, judge_rows = split_in_time(recent, settings.eval_fraction)
+    judge_rows = drop_rows_seen_in(judge_rows, train_rows, champion.features)
     if len(judge_rows) < settings.min_judge_rows:
-        raise LookupError(f"only {len(recent)} labelled predictions of '{model_name}': {len(judge_rows)} to judge on, "
-                          f"need {settings.min_judge_rows} (post feedback labels first)")
+        raise LookupError(f"only {len(recent)} labelled predictions of '{model_name}': {len(judge_rows)} unseen rows "
+                          f"to judge on, need {settings.min_judge_rows} (post feedback labels first)")
     log.info("retraining %s on %d recent labelled rows; judging on the newest %d", model_name, len(train_rows),
              len(judge_rows))
     trainer = trainer or pipeline_trainer(model_name, model_cfg.train_config)

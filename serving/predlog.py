@@ -7,9 +7,10 @@ Why this design (docs/serving.md has the measurements):
 - SQLite in WAL mode: one local file, readers (monitoring) never block the writer (serving), and a
   commit is one append to the write-ahead log.
 - One writer thread owns the connection. A request hands its rows over (no JSON encoding, no SQL on the
-  event loop) and, with `wait_for_commit`, awaits the commit of the group its rows land in. While the
-  writer commits one group the next requests queue up, so under load one commit covers many requests
-  (group commit): the cost of durability is paid once per group, not once per request.
+  event loop) and, with `wait_for_commit`, awaits the commit of the group its rows land in. The rows of
+  all requests that finish in the same turn of the event loop travel together, and while the writer
+  commits one group the next ones queue up: under load one commit, one wake-up of the writer and one
+  wake-up of the loop cover many requests (group commit), with no timer delaying anyone.
 - What a crash can lose: with `wait_for_commit` nothing that was acknowledged; only rows of requests
   still in flight, which got no answer. synchronous=NORMAL makes a commit survive a crash of the process;
   synchronous=FULL also a power cut (one fsync per group). Without `wait_for_commit` the answer goes
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -136,20 +137,27 @@ class LoggedRequest:
                    orjson.dumps(outputs).decode(), self.latency_ms)
 
 
-@dataclass(frozen=True, slots=True)
+# What the writer thread receives. Requests are woken through their own event loop.
+@dataclass(slots=True)
+class _Appends:
+    """The requests that appended during one turn of an event loop, and their futures (if they wait)."""
+
+    loop: asyncio.AbstractEventLoop
+    requests: list[LoggedRequest] = field(default_factory=list)
+    waiters: list[asyncio.Future] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Feedback:
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future
     model: str
     items: list[tuple[str, str]]  # (prediction id, label)
 
 
 @dataclass(slots=True)
-class _Job:
-    """One unit of work for the writer, and who waits for it: an asyncio future of a request (with its
-    loop), a plain Future of a blocking caller (flush), or nobody."""
-
-    payload: LoggedRequest | _Feedback | None  # None: a flush barrier
-    waiter: asyncio.Future | Future | None = None
-    loop: asyncio.AbstractEventLoop | None = None
+class _Flush:
+    done: Future  # a blocking caller waits on it
 
 
 _STOP = object()
@@ -174,6 +182,7 @@ class PredictionLog:
         self.max_batch_rows = max_batch_rows
         self.checkpoint_interval = checkpoint_interval
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._turns: dict[asyncio.AbstractEventLoop, _Appends] = {}  # this turn's appends, per loop
         self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -190,40 +199,61 @@ class PredictionLog:
         return self
 
     async def append(self, request: LoggedRequest) -> None:
-        """Queue one request's rows; with wait_for_commit, return only once they are committed."""
-        if not self.wait_for_commit:
-            self._put(_Job(request))
-            return
+        """Log one request's rows; with wait_for_commit, return only once they are committed.
+
+        The requests that append during the same turn of the event loop travel to the writer together,
+        at the end of that turn: one hand-over, one wake-up of the writer and, at most, one commit for
+        all of them. No timer is involved: at low load a turn holds one request, handed over at once."""
+        self._check_open()
         loop = asyncio.get_running_loop()
-        job = self._put(_Job(request, loop.create_future(), loop))
-        await job.waiter
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = _Appends(loop)
+            loop.call_soon(self._hand_over, loop)
+        turn.requests.append(request)
+        if self.wait_for_commit:
+            waiter = loop.create_future()
+            turn.waiters.append(waiter)
+            await waiter
 
     async def add_feedback(self, model: str, items: list[tuple[str, str]]) -> list[str]:
         """Store true labels for logged predictions of `model`; returns the unknown ids (then stores none)."""
+        self._check_open()
         loop = asyncio.get_running_loop()
-        return await self._put(_Job(_Feedback(model, items), loop.create_future(), loop)).waiter
+        job = _Feedback(loop, loop.create_future(), model, items)
+        self._queue.put(job)
+        return await job.waiter
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything queued so far is committed."""
-        self._put(_Job(None, Future())).waiter.result(timeout)
+        self._check_open()
+        job = _Flush(Future())
+        self._queue.put(job)
+        job.done.result(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued, then stop the writer and fold the WAL into the file (graceful shutdown)."""
         if self._closed or self._writer is None:
             return
         self._closed = True
+        for loop in list(self._turns):  # appends of a turn that has not ended yet
+            self._hand_over(loop)
         self._queue.put(_STOP)
         self._writer.join(timeout)
         self._stopping.set()
         self._checkpointer.join(timeout)
 
-    # ------------------------------------------------------------------------------ the writer thread
-    def _put(self, job: _Job) -> _Job:
+    def _check_open(self) -> None:
         if self._closed:
             raise PredictionLogClosed("the prediction log is closed")
-        self._queue.put(job)
-        return job
 
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End of a loop turn: give this turn's appends to the writer as one job."""
+        turn = self._turns.pop(loop, None)
+        if turn is not None:
+            self._queue.put(turn)
+
+    # ----------------------------------------------------------------------------- the writer's threads
     def _checkpoint_loop(self) -> None:
         """Copy the WAL back into the database file every interval, off the commit path.
 
@@ -251,81 +281,74 @@ class PredictionLog:
         finally:
             connection.close()
 
-    def _next_group(self) -> tuple[list[_Job], bool]:
+    def _next_group(self) -> tuple[list, bool]:
         """Block for the first job, then take whatever else is already waiting (up to max_batch_rows)."""
         group, rows = [], 0
-        item = self._queue.get()
+        job = self._queue.get()
         while True:
-            if item is _STOP:
+            if job is _STOP:
                 return group, True
-            group.append(item)
-            if isinstance(item.payload, LoggedRequest):
-                rows += len(item.payload.ids)
+            group.append(job)
+            if isinstance(job, _Appends):
+                rows += sum(len(request.ids) for request in job.requests)
             if rows >= self.max_batch_rows:
                 return group, False
             try:
-                item = self._queue.get_nowait()
+                job = self._queue.get_nowait()
             except queue.Empty:
                 return group, False
 
-    def _commit(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+    def _commit(self, connection: sqlite3.Connection, group: list) -> None:
         """One transaction for all predictions of the group; feedback jobs after it, in order."""
-        appends = [job for job in group if isinstance(job.payload, LoggedRequest)]
+        appends = [job for job in group if isinstance(job, _Appends)]
         error = None
         if appends:
             try:
                 with connection:
-                    connection.executemany(INSERT_PREDICTION, (row for job in appends for row in job.payload.rows()))
+                    connection.executemany(INSERT_PREDICTION, (row for job in appends for request in job.requests
+                                                               for row in request.rows()))
                 self.commits += 1
             except sqlite3.Error as exc:  # the requests fail: an unlogged prediction is not acknowledged
-                log.exception("prediction log: could not commit %d requests", len(appends))
+                log.exception("prediction log: could not commit %d jobs", len(appends))
                 error = PredictionLogError(f"could not commit to {self.db_path}: {exc}")
-        outcomes = []
+        settled: dict[asyncio.AbstractEventLoop, list] = {}
         for job in group:
-            if isinstance(job.payload, _Feedback):
+            if isinstance(job, _Appends):
+                settled.setdefault(job.loop, []).extend((waiter, None, error) for waiter in job.waiters)
+            elif isinstance(job, _Feedback):
                 try:
-                    outcomes.append((job, _store_feedback(connection, job.payload), None))
+                    outcome = (job.waiter, _store_feedback(connection, job.model, job.items), None)
                 except sqlite3.Error as exc:
-                    outcomes.append((job, None, PredictionLogError(f"could not store feedback: {exc}")))
-            elif job.waiter is not None:
-                outcomes.append((job, None, error if isinstance(job.payload, LoggedRequest) else None))
-        _deliver(outcomes)
+                    outcome = (job.waiter, None, PredictionLogError(f"could not store feedback: {exc}"))
+                settled.setdefault(job.loop, []).append(outcome)
+            else:
+                job.done.set_result(None)
+        for loop, outcomes in settled.items():  # one wake-up per event loop for the whole group
+            if outcomes:
+                try:
+                    loop.call_soon_threadsafe(_settle, outcomes)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
 
 
-def _deliver(outcomes: list[tuple[_Job, object, Exception | None]]) -> None:
-    """Wake the waiters of a group: one call into each event loop for all its requests (one wake-up of
-    the loop per group, not per request), plain Futures directly."""
-    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for job, result, error in outcomes:
-        if job.loop is None:
-            job.waiter.set_exception(error) if error else job.waiter.set_result(result)
-        else:
-            by_loop.setdefault(job.loop, []).append((job.waiter, result, error))
-    for loop, settled in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle_in_loop, settled)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-
-def _settle_in_loop(settled: list[tuple[asyncio.Future, object, Exception | None]]) -> None:
-    for future, result, error in settled:
+def _settle(outcomes: list[tuple[asyncio.Future, object, Exception | None]]) -> None:
+    """Runs in the event loop: set each waiting request's future."""
+    for future, result, error in outcomes:
         if not future.done():  # a request cancelled meanwhile (client gone) has no one to tell
             future.set_exception(error) if error else future.set_result(result)
 
 
-def _store_feedback(connection: sqlite3.Connection, feedback: _Feedback) -> list[str]:
-    ids = [id_ for id_, _ in feedback.items]
+def _store_feedback(connection: sqlite3.Connection, model: str, items: list[tuple[str, str]]) -> list[str]:
+    ids = [id_ for id_, _ in items]
     known: set[str] = set()
     for start in range(0, len(ids), SQLITE_MAX_VARIABLES):
         chunk = ids[start:start + SQLITE_MAX_VARIABLES]
         marks = ", ".join("?" * len(chunk))
-        found = connection.execute(f"SELECT id FROM predictions WHERE model = ? AND id IN ({marks})",
-                                   [feedback.model, *chunk])
+        found = connection.execute(f"SELECT id FROM predictions WHERE model = ? AND id IN ({marks})", [model, *chunk])
         known.update(row[0] for row in found)
     unknown = [id_ for id_ in ids if id_ not in known]
     if not unknown:
         now = time.time()
         with connection:
-            connection.executemany(UPSERT_FEEDBACK, [(id_, label, now) for id_, label in feedback.items])
+            connection.executemany(UPSERT_FEEDBACK, [(id_, label, now) for id_, label in items])
     return unknown

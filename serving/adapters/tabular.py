@@ -40,7 +40,9 @@ def field_type(spec: InputSpec) -> Any:
     largest = float(np.finfo(np.float32).max) if spec.dtype == "float32" else int(np.iinfo(NUMPY_DTYPES[spec.dtype]).max)
     maximum = largest if spec.maximum is None else min(spec.maximum, largest)  # beyond: inf in the graph
     finite = {"allow_inf_nan": False} if python_type is float else {}
-    number = Annotated[python_type, Field(strict=True, ge=spec.minimum, le=maximum, **finite)]
+    documented = {"description": spec.description or None,
+                  "json_schema_extra": {"multipleOf": 1} if spec.integer else None}
+    number = Annotated[python_type, Field(strict=True, ge=spec.minimum, le=maximum, **finite, **documented)]
     return Annotated[number, AfterValidator(whole_number)] if spec.integer else number
 
 
@@ -65,6 +67,8 @@ def synthetic_example(contract: ModelContract) -> dict:
 
 
 class TabularClassifier(Adapter):
+    """A JSON list of records in, one classification per record out (see the module docstring)."""
+
     def __init__(self, contract: ModelContract, *, max_batch: int, example: dict | None = None):
         super().__init__(contract, max_batch=max_batch, example=example)
         self.example = self._usable_example(example)
