@@ -87,12 +87,6 @@ def served_by(frame: pd.DataFrame, version: str, min_rows: int, model: str, spec
     return mine
 
 
-def split_consecutive(frame: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
-    """The whole log as back-to-back windows of `rows` (a trailing partial window is dropped)."""
-    return [frame.iloc[start:start + rows].reset_index(drop=True)
-            for start in range(0, len(frame) - rows + 1, rows)]
-
-
 def window_id(frame: pd.DataFrame) -> str:
     """A name that sorts in time and is unique per window: first and last timestamp, in milliseconds."""
     def stamp(ts: float) -> str:

@@ -114,3 +114,37 @@ def test_cli_reports_config_errors_clearly(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "models.xgboost.max_dept" in result.stderr
+
+
+def test_serving_loads_the_champion_training_registered_and_agrees_with_it(first_run, store, tmp_path):
+    """The contract test: what export wrote, serving reads, and its answers equal the native model's."""
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from pipelines.churn import schema
+    from serving.app import create_app
+    from serving.config import load_serving_config, with_overrides
+
+    config = with_overrides(
+        load_serving_config(REPO / "configs" / "serving.yaml", environ={}),
+        source={"kind": "registry", "tracking_uri": store["MLFLOW_TRACKING_URI"], "cache_dir": str(tmp_path / "cache")},
+        prediction_log={"path": str(tmp_path / "predictions.db")},
+    )
+    contract = ModelContract.load(champion_dir() / "extra_files")
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(
+        run_id=contract.run_id, artifact_path="reference/holdout.parquet")).head(50)
+    native = mlflow.sklearn.load_model(f"runs:/{contract.run_id}/native")
+    expected = native.predict_proba(holdout[list(schema.FEATURES)])[:, 1]
+    records = holdout[list(schema.FEATURES)].astype({"SeniorCitizen": int, "tenure": int}).to_dict("records")
+
+    with TestClient(create_app(config)) as client:
+        assert client.get("/ready").status_code == 200
+        body = client.post("/v1/churn/predict", json=records).json()
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+
+    assert body["version"] == "1"
+    served = [p["probability"] for p in body["predictions"]]
+    assert max(abs(a - b) for a, b in zip(served, expected)) < 1e-4
+    labels = [p["label"] for p in body["predictions"]]
+    assert labels == ["Yes" if p >= contract.threshold else "No" for p in served]
+    assert listed["churn"]["threshold"] == contract.threshold
