@@ -64,7 +64,7 @@ bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow mo
 	$(PY) benchmarks/bench_serve.py
 
 bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows
-	$(PY) benchmarks/bench_monitor.py
+	$(PY) benchmarks/bench_monitor.py --sizes 100,250,500
 
 bench: bench-churn bench-serve bench-monitor  ## every benchmark
 

@@ -102,3 +102,11 @@ def test_failed_commit_fails_the_request(db):
     with pytest.raises(Exception, match="could not commit"):  # same prediction id twice: UNIQUE fails
         asyncio.run(log.append(logged("dup", 2.0)))
     log.close()
+
+
+def test_large_requests_keep_their_row_order(db):
+    log = PredictionLog(db).start()
+    asyncio.run(append_all(log, [logged("big", 1.0, n=150), logged("small", 2.0, n=3)]))
+    log.close()
+    assert [row["id"] for row in read_predictions(db, "churn")] == [f"big-{i}" for i in range(150)] + [
+        f"small-{i}" for i in range(3)]
