@@ -20,10 +20,9 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.churn import schema
 from pipelines.churn.features import features, target
-from pipelines.churn.models import MODEL_PACKAGES, TRUSTED_TYPES
 from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs, onnx_feeds, to_onnx
 from pipelines.churn.optimize import load_candidate
-from pipelines.churn.train import load_split
+from pipelines.churn.train import load_split, log_sklearn_model
 from pipelines.common import registry, tracking
 from pipelines.common.contract import REFERENCE_ARTIFACT, ModelContract
 from pipelines.common.onnx_parity import check_parity, open_session
@@ -119,8 +118,7 @@ def run(ctx: StageContext) -> None:
     log_reference(session, valid, test, contract.threshold, config.export.reference_rows, config.seed)
     example = features(test).head(5).astype({name: "float32" for name in schema.NUMERIC})
     onnx_uri = log_onnx_model(onnx_model, contract, example)
-    mlflow.sklearn.log_model(native, name="native", skops_trusted_types=TRUSTED_TYPES,
-                             pip_requirements=tracking.pinned_requirements(*MODEL_PACKAGES))
+    log_sklearn_model(native, "native", features(test).head(5))
 
     alias, why = choose_alias(ctx, metrics["test_roc_auc"], test)
     version = registry.register_version(onnx_uri, ctx.project, tags={

@@ -33,12 +33,13 @@ SPLITS = ("train", "valid", "test")
 
 
 def log_sklearn_model(model, name: str, sample: pd.DataFrame) -> str:
-    """Log a fitted pipeline with its signature; returns the URI later stages load it from."""
+    """Log a fitted pipeline with its signature and input example; returns the URI later stages load
+    it from."""
     signature = mlflow.models.infer_signature(sample, model.predict_proba(sample) if hasattr(model, "predict_proba")
                                               else model.predict(sample))
     info = mlflow.sklearn.log_model(
-        model, name=name, signature=signature, skops_trusted_types=TRUSTED_TYPES,
-        pip_requirements=tracking.pinned_requirements(*MODEL_PACKAGES),
+        model, name=name, signature=signature, input_example=sample,
+        skops_trusted_types=TRUSTED_TYPES, pip_requirements=tracking.pinned_requirements(*MODEL_PACKAGES),
     )
     return info.model_uri
 

@@ -12,6 +12,7 @@ import logging
 import os
 import platform
 import subprocess
+import warnings
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata
@@ -49,6 +50,9 @@ def configure_tracking(experiment: str) -> str:
     uri = tracking_uri()
     # Small local artifacts: a progress bar per download is noise in the pipeline's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Every project validates its data before a model sees it, so no integer column can carry a
+    # missing value: MLflow's hint about that (one screenful per logged model) is only noise.
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
