@@ -24,7 +24,7 @@ from pipelines.churn.data import (
 from pipelines.churn.download import SHA256
 from pipelines.churn.synthetic import generate_customers
 
-REAL_CSV = Path("/work/shared/data/telco-churn/Telco-Customer-Churn.csv")
+REAL_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
 needs_real_csv = pytest.mark.skipif(not REAL_CSV.is_file(), reason=f"real data set not found at {REAL_CSV}")
 
 
