@@ -79,12 +79,12 @@ def log_onnx_model(onnx_model, contract: ModelContract, example: pd.DataFrame) -
     return info.model_uri
 
 
-def score_registered(alias: str, test: pd.DataFrame) -> float | None:
+def score_registered(name: str, alias: str, test: pd.DataFrame) -> float | None:
     """ROC-AUC of the version holding `alias` on these rows (None when there is no such version)."""
-    version = registry.version_for_alias("churn", alias)
+    version = registry.version_for_alias(name, alias)
     if version is None:
         return None
-    path = mlflow.artifacts.download_artifacts(f"models:/churn@{alias}")
+    path = mlflow.artifacts.download_artifacts(f"models:/{name}@{alias}")
     session = open_session(f"{path}/model.onnx")
     return float(roc_auc_score(target(test), onnx_probabilities(session, test)[:, 1]))
 
@@ -92,7 +92,7 @@ def score_registered(alias: str, test: pd.DataFrame) -> float | None:
 def choose_alias(ctx: StageContext, new_auc: float, test: pd.DataFrame) -> tuple[str | None, str]:
     if ctx.alias == registry.CHALLENGER:
         return registry.CHALLENGER, "retraining: registered as challenger for monitoring to judge"
-    champion_auc = score_registered(registry.CHAMPION, test)
+    champion_auc = score_registered(ctx.project, registry.CHAMPION, test)
     if champion_auc is None:
         return registry.CHAMPION, "first version: becomes champion"
     if new_auc > champion_auc:

@@ -64,7 +64,9 @@ def with_extra_rows(train: pd.DataFrame, extra: pd.DataFrame | None) -> pd.DataF
     raw = extra.copy()
     if schema.ID_COLUMN not in raw:
         raw[schema.ID_COLUMN] = [f"recent-{i}" for i in range(len(raw))]
-    raw = raw[list(schema.CSV_COLUMNS)].astype(str)
+    # Columns outside the schema (prediction ids, timestamps) are dropped; missing ones and empty
+    # cells are left for validation to report, by name, like any other bad data.
+    raw = raw[[column for column in schema.CSV_COLUMNS if column in raw.columns]]
     recent, _ = validate_customers(raw)
     mlflow.log_param("extra_train_rows", len(recent))
     return pd.concat([train, recent], ignore_index=True)
