@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pandas as pd
@@ -23,19 +21,13 @@ import yaml
 
 from monitoring.__main__ import main
 from monitoring.simulate import MANIFEST
+from tests.live_server import START_TIMEOUT_SECONDS, free_port, wait_ready
 from tests.monitoring.conftest import REPO, temporary_store
 from tests.monitoring.tiny_model import register_tiny_model
 
 pytestmark = pytest.mark.slow
 ADMIN_KEY = "monitoring-e2e-key"
 WINDOW_ROWS = 300
-START_TIMEOUT_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_configs(directory, port: int) -> str:
@@ -78,19 +70,6 @@ def server(tmp_path, splits, monkeypatch, _mlflow_template_db):
         finally:
             process.terminate()
             process.wait(timeout=START_TIMEOUT_SECONDS)
-
-
-def wait_ready(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server at {url} not ready after {START_TIMEOUT_SECONDS} s")
 
 
 def good_challenger(splits):

@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
-import pytest
 
 from serving.predlog import read_predictions
+from tests.live_server import START_TIMEOUT_SECONDS, free_port, wait_ready
 from tests.serving.conftest import ADMIN_KEY, REPO
 
 FORBIDDEN = ("torch", "transformers", "xgboost", "sklearn")
-START_TIMEOUT_SECONDS = 60
 
 # Start the app (lifespan included) in a fresh interpreter and report which heavy modules got imported.
 IMPORT_PROBE = """
@@ -57,25 +54,6 @@ def test_registry_mode_imports_no_training_frameworks(tmp_path, registry_uri):
     env.pop("SERVING_BUNDLES", None)
     found = probe_imports(env, *FORBIDDEN)
     assert found == {"ready": 200, "predicted": 200, "modules": []}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read().decode()
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"server at {url} not ready after {START_TIMEOUT_SECONDS} s")
 
 
 def test_uvicorn_process_serves_and_shuts_down_gracefully(tmp_path, bundle_root, example_records):
