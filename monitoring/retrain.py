@@ -23,41 +23,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from scipy.stats import rankdata
 
 from monitoring.config import MonitoringConfig, RetrainConfig
 from monitoring.reference import LABEL, WatchedModel, load_watched_model
 from monitoring.window import WindowSpec, read_window
 from pipelines.common import tracking
+from pipelines.common.bootstrap import paired_bootstrap_gains, score
 from pipelines.common.registry import CHALLENGER, CHAMPION
 
 log = logging.getLogger(__name__)
 
 Trainer = Callable[[pd.DataFrame], "str | None"]  # extra training rows -> registered challenger version
 CI_QUANTILES = (0.05, 0.95)
-PROBABILITY_FLOOR = float(np.finfo(np.float64).eps)  # log loss clips probabilities here, as scikit-learn does
-
-
-def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC-AUC as the Mann-Whitney statistic: P(a random churner is scored above a random stayer).
-    Written out because the bootstrap calls it thousands of times, and scikit-learn's input checks
-    cost more than the computation; tests/monitoring check it against roc_auc_score."""
-    ranks = rankdata(p)
-    positives = int(y.sum())
-    negatives = len(y) - positives
-    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-# metric name -> (function of (y_true, p_positive), higher is better?)
-METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
-    "roc_auc": (roc_auc, True),
-    "log_loss": (log_loss, False),
-}
 
 
 @dataclass(frozen=True)
@@ -73,27 +50,6 @@ class PromotionDecision:
     reason: str
 
 
-def oriented_gain(metric: str, y: np.ndarray, champion: np.ndarray, challenger: np.ndarray) -> float:
-    """How much better the challenger is on these rows (positive = better, whatever the metric's sign)."""
-    score, higher_is_better = METRICS[metric]
-    gain = score(y, challenger) - score(y, champion)
-    return gain if higher_is_better else -gain
-
-
-def paired_bootstrap_gains(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, metric: str,
-                           samples: int, seed: int) -> np.ndarray:
-    """Resample rows with replacement; both models are scored on the same resample (paired), so the
-    row-to-row luck they share cancels out and only their difference is measured."""
-    rng = np.random.default_rng(seed)
-    gains = []
-    for _ in range(samples):
-        rows = rng.integers(0, len(y), len(y))
-        if metric == "roc_auc" and y[rows].min() == y[rows].max():
-            continue  # a resample with one class has no ROC-AUC
-        gains.append(oriented_gain(metric, y[rows], champion[rows], challenger[rows]))
-    return np.asarray(gains)
-
-
 def decide_promotion(y_true: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray,
                      settings: RetrainConfig, seed: int = 0) -> PromotionDecision:
     """Promote only when the challenger wins in at least `confidence` of the paired resamples."""
@@ -103,7 +59,6 @@ def decide_promotion(y_true: np.ndarray, p_champion: np.ndarray, p_challenger: n
         raise ValueError(f"length mismatch: {len(y)} labels, {len(champion)} and {len(challenger)} probabilities")
     if y.min() == y.max():
         raise ValueError(f"the judging rows hold one class only ({len(y)} rows): cannot compare models")
-    score, _ = METRICS[settings.metric]
     gains = paired_bootstrap_gains(y, champion, challenger, metric=settings.metric,
                                    samples=settings.bootstrap_samples, seed=seed)
     p_better = float((gains > 0).mean())
@@ -111,7 +66,7 @@ def decide_promotion(y_true: np.ndarray, p_champion: np.ndarray, p_challenger: n
     verdict = "promote" if promote else "keep champion"
     return PromotionDecision(
         promote=promote, metric=settings.metric, rows=len(y),
-        champion_score=float(score(y, champion)), challenger_score=float(score(y, challenger)),
+        champion_score=score(settings.metric, y, champion), challenger_score=score(settings.metric, y, challenger),
         p_better=p_better, gain_ci=tuple(float(q) for q in np.quantile(gains, CI_QUANTILES)),
         confidence=settings.confidence,
         reason=f"{verdict}: P(challenger better on {settings.metric}) = {p_better:.3f} "
