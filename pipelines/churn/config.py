@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from pipelines.common.config import Config
+from pipelines.common.config import Config, DecisionConfig
 
 
 class DataConfig(Config):
@@ -87,16 +87,15 @@ class CostConfig(Config):
     offer_success_rate: float = Field(0.5, ge=0, le=1)  # share of offered churners who stay
 
 
-class GateConfig(Config):
-    metric: str = "roc_auc"
-    bootstrap_samples: int = Field(1000, ge=100)
-    confidence: float = Field(0.8, gt=0.5, lt=1)  # P(candidate better than baseline) needed to ship it
+class GateConfig(DecisionConfig):
+    """Ship the tuned candidate over the baseline only when P(candidate better on valid) >= confidence."""
 
 
 class ExportConfig(Config):
     parity_atol: float = 1e-4
     refit_on_train_and_valid: bool = True  # the shipped model sees valid too, once choices are made
     reference_rows: int = 2000
+    promotion: DecisionConfig = DecisionConfig()  # a new version takes champion only when it beats it on test
 
 
 class ChurnConfig(Config):

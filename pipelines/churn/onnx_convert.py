@@ -7,9 +7,7 @@ skl2onnx converts scikit-learn; onnxmltools' converter is registered for XGBoost
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-import pandas as pd
 from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
 from skl2onnx import convert_sklearn, update_registered_converter
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -17,7 +15,7 @@ from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_
 from xgboost import XGBClassifier
 
 from pipelines.churn import schema
-from pipelines.common.contract import InputSpec
+from modelpkg.contract import InputSpec
 
 PROBABILITY_OUTPUT = "probabilities"
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -49,10 +47,3 @@ def to_onnx(pipeline, name: str = "churn") -> onnx.ModelProto:
         options={id(pipeline.named_steps["model"]): {"zipmap": False}},
     )
     return model  # outputs: "label" [batch] and "probabilities" [batch, 2]
-
-
-def onnx_feeds(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Customer rows -> one [rows, 1] array per graph input, typed as the graph expects."""
-    feeds = {name: frame[name].astype(str).to_numpy().reshape(-1, 1) for name in schema.CATEGORICAL}
-    feeds |= {name: frame[name].to_numpy(dtype=np.float32).reshape(-1, 1) for name in schema.NUMERIC}
-    return feeds

@@ -8,10 +8,10 @@ serving and monitoring can use it too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class Config(BaseModel):
@@ -44,3 +44,12 @@ def load_config(path: str | Path, schema: type[C]) -> C:
             f"{'.'.join(str(part) for part in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
         )
         raise ConfigError(f"{path}: {problems}") from error
+
+
+class DecisionConfig(Config):
+    """The paired-bootstrap promotion rule (pipelines.common.bootstrap.decide): which metric, how many
+    resamples, and the P(challenger better) a challenger needs. Gate, export and retraining each carry one."""
+
+    metric: Literal["roc_auc", "log_loss", "macro_f1"] = "roc_auc"
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.8, gt=0.5, lt=1)

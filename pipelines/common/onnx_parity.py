@@ -1,4 +1,4 @@
-"""ONNX helpers shared by every project: open a session, run it, and prove it matches the native model.
+"""The ONNX parity check shared by every project: prove the exported graph matches the native model.
 
 The parity check is what makes ONNX export safe: the exported graph must give the same probabilities
 as the model we evaluated, on a whole split, or the pipeline fails and says where and by how much.
@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
 
 class ParityError(AssertionError):
@@ -26,12 +25,6 @@ class ParityReport:
 
     def as_metrics(self, prefix: str = "onnx") -> dict[str, float]:
         return {f"{prefix}_max_abs_diff": self.max_abs_diff, f"{prefix}_mean_abs_diff": self.mean_abs_diff}
-
-
-def open_session(model_bytes_or_path: bytes | str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initialisers are noise for readers
-    return ort.InferenceSession(model_bytes_or_path, options, providers=["CPUExecutionProvider"])
 
 
 def check_parity(native: np.ndarray, exported: np.ndarray, *, atol: float) -> ParityReport:
