@@ -7,8 +7,8 @@ One layout, two homes:
 `package_files` reads either; `log_model` writes the second; `load_model` resolves a registered name at an
 alias or version and returns the local folder with the contract read. Nobody else knows a file name.
 
-The export run that logs a package also logs the monitoring reference (`REFERENCE_ARTIFACT`: held-out rows
-with this model's predictions) and the held-out test rows (`HOLDOUT_ARTIFACT`: the simulator's traffic),
+The export run that logs a package also logs the monitoring reference (`contract.REFERENCE_ARTIFACT`: held-out
+rows with this model's predictions) and the test rows (`contract.HOLDOUT_ARTIFACT`: the simulator's traffic),
 found again through the contract's run id. Imports pydantic and the standard library only; MLflow is
 imported inside `log_model` and `load_model`, so a server reading bundles never loads it.
 """
@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelpkg.contract import CONTRACT_FILE, HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, ModelContract  # noqa: F401
+from modelpkg.contract import CONTRACT_FILE, ModelContract
 
 ONNX_FILE = "model.onnx"
 MLFLOW_EXTRA_FILES = "extra_files"  # where MLflow's ONNX flavour keeps extra files beside the graph

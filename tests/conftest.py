@@ -16,9 +16,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[1]
-# The data set lives in the `shared/` folder beside the repository checkout, not inside the repo.
-REAL_CSV = REPO.parent / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
+from tests.paths import TELCO_CSV
+
 SAMPLE_ROWS = 1200
 TRAIN_ROWS = 500
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
@@ -27,11 +26,11 @@ MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_I
 @pytest.fixture(scope="session")
 def customers() -> pd.DataFrame:
     """1200 validated real customers (a seeded random sample of the CSV), typed as the pipeline sees them."""
-    if not REAL_CSV.is_file():
-        pytest.skip(f"real Telco CSV not found at {REAL_CSV}")
+    if not TELCO_CSV.is_file():
+        pytest.skip(f"real Telco CSV not found at {TELCO_CSV}")
     from pipelines.churn.data import read_raw_csv, validate_customers
 
-    raw = read_raw_csv(REAL_CSV).sample(n=SAMPLE_ROWS, random_state=7)
+    raw = read_raw_csv(TELCO_CSV).sample(n=SAMPLE_ROWS, random_state=7)
     frame, _notes = validate_customers(raw)
     return frame.reset_index(drop=True)
 

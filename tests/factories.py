@@ -32,11 +32,8 @@ from pipelines.common import registry, tracking
 from pipelines.common.config import DecisionConfig
 from pipelines.common.release import Candidate, Released, release
 from pipelines.common.runner import StageContext
+from tests.paths import TELCO_CSV
 
-REPO = Path(__file__).resolve().parents[1]
-# The data sets live in the `shared/` folder beside the repository checkout, not inside the repo.
-SHARED_DATA = REPO.parent / "shared" / "data"
-TELCO_CSV = SHARED_DATA / "telco-churn" / "Telco-Customer-Churn.csv"
 PROMOTION = DecisionConfig(bootstrap_samples=200)
 
 TOY_IMAGE, TOY_TEXT = "toy_image", "toy_text"
@@ -136,12 +133,13 @@ def toy_images(n: int, seed: int, *, brightness: float = 0.0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def toy_image_graph() -> tuple[bytes, np.ndarray, np.ndarray]:
-    """image [N, 3, H, W] -> mean colour -> linear -> softmax. Returns the graph and its weights."""
+def toy_image_graph(sharpness: float = 4.0) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """image [N, 3, H, W] -> mean colour -> linear -> softmax. Returns the graph and its weights; a lower
+    `sharpness` makes a less confident (worse calibrated) model."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = (np.eye(3) * 4.0).astype(np.float32)
+    weights = (np.eye(3) * sharpness).astype(np.float32)
     bias = np.zeros(3, np.float32)
     nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["colour"]),
@@ -173,15 +171,16 @@ def toy_image_native(rows: pd.DataFrame, weights: np.ndarray, bias: np.ndarray) 
     return softmax(pixels.mean(axis=(2, 3)) @ weights + bias)
 
 
-def export_toy_image(*, alias: str = registry.CHAMPION, rows: int = 240, seed: int = 0) -> Released:
-    graph, weights, bias = toy_image_graph()
+def export_toy_image(*, alias: str = registry.CHAMPION, rows: int = 240, seed: int = 0,
+                     sharpness: float = 4.0, promotion: DecisionConfig = PROMOTION) -> Released:
+    graph, weights, bias = toy_image_graph(sharpness)
     valid, test = toy_images(rows, seed), toy_images(rows, seed + 1)
     fields = dict(kind="image_classifier", model_type="mean_colour_softmax",
                   inputs=[InputSpec(name="image", dtype="float32", shape=[None, 3, IMAGE_SIZE, IMAGE_SIZE])],
                   probability_output="probabilities", labels=list(COLOURS), preprocessing=image_preprocessing())
     with export_context(TOY_IMAGE, alias=alias, seed=seed) as ctx:
         return release(ctx, Candidate(graph, fields, toy_image_native(test, weights, bias), test, valid),
-                       parity_atol=1e-5, promotion=PROMOTION, reference_rows=rows)
+                       parity_atol=1e-5, promotion=promotion, reference_rows=rows)
 
 
 # ----------------------------------------------------------------------------------------------- text

@@ -7,7 +7,6 @@ names the column, the problem and the rows, as a person fixing the file would ne
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,7 +23,7 @@ from pipelines.churn.data import (
 from pipelines.churn.download import SHA256
 from pipelines.churn.synthetic import generate_customers
 
-REAL_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
+from tests.paths import TELCO_CSV as REAL_CSV
 needs_real_csv = pytest.mark.skipif(not REAL_CSV.is_file(), reason=f"real data set not found at {REAL_CSV}")
 
 

@@ -13,7 +13,7 @@ import pytest
 from pipelines.churn import download as download_module
 from pipelines.churn.download import SHA256, DownloadError, download, main
 
-REAL_CSV = Path(__file__).resolve().parents[3] / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
+from tests.paths import TELCO_CSV as REAL_CSV
 needs_real_csv = pytest.mark.skipif(not REAL_CSV.is_file(), reason=f"real data set not found at {REAL_CSV}")
 PAYLOAD = b"customerID,Churn\n0001-AAAAA,No\n"
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

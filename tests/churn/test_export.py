@@ -1,42 +1,39 @@
-"""Export stage (`pipelines/churn/export.py`): ONNX scoring, the contract, the reference and the alias rule.
+"""Export stage (`pipelines/churn/export.py`): churn's own part, then the common release path it ends in.
 
-Covers: `labelled_rows` (features plus a Yes/No label, nothing else), `onnx_probabilities` on a logistic
-regression fitted on 500 real customers and converted with `to_onnx` (equal to `predict_proba` on 700
-unseen ones, row for row), `build_contract` (the candidate, the active run, the train run's data hash),
-`log_reference` (held-out rows with this model's own probabilities and decisions), and, against a real
-tmp MLflow registry with real ONNX versions, `score_registered` and `choose_alias`: the first version
-becomes champion, a better one takes champion over, a worse or equal one does not, and retraining
-(ctx.alias "challenger") always registers as challenger. Not covered here: `run` (it needs the train and
-optimize stages' artifacts; the slow end-to-end test runs it).
+Covers `labelled_rows` and `contract_fields` (what only churn knows), then, against a real tmp MLflow
+registry, `release_pipeline` (ONNX conversion + pipelines.common.release: parity on every test row, the
+contract's run, data hash and metrics, the monitoring reference with this package's own probabilities,
+the holdout) and the alias rule through the real path: the first version becomes champion, a better one
+takes over by the paired-bootstrap decision, a worse or equal one does not, retraining always registers a
+challenger. `run` itself is exercised on a stage context whose train and optimize stages logged real
+artifacts, so dropping any step of it fails here.
 """
 
 from __future__ import annotations
-
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from mlflow.tracking import MlflowClient
 
-from pipelines.churn import schema
+from modelpkg.contract import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT
+from modelpkg.package import load_model
+from pipelines.churn import export, schema
 from pipelines.churn.config import ChurnConfig
-from pipelines.churn.export import (
-    HOLDOUT_ARTIFACT, build_contract, choose_alias, labelled_rows, log_onnx_model, log_reference,
-    onnx_probabilities, score_registered,
-)
+from pipelines.churn.export import contract_fields, labelled_rows, release_pipeline
 from pipelines.churn.features import features, target
 from pipelines.churn.models import BASELINE, build_classifiers
-from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs, to_onnx
-from pipelines.common import registry
-from pipelines.common.contract import REFERENCE_ARTIFACT, ModelContract
-from pipelines.common.onnx_parity import check_parity, open_session
+from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs
+from pipelines.churn.train import log_sklearn_model
+from pipelines.common import registry, tracking
+from pipelines.common.bootstrap import roc_auc
 from pipelines.common.runner import StageContext
+from tests.factories import churn_config, export_context
 
 CONFIG = ChurnConfig()
 DATA_SHA256 = "0123456789abcdef" * 4
+CANDIDATE = {"model_type": BASELINE, "threshold": 0.3}
 
 
 @pytest.fixture(scope="module")
@@ -52,24 +49,22 @@ def poor_pipeline(train_rows):
     return build_classifiers(CONFIG)[BASELINE].fit(features(train_rows), shuffled)
 
 
-@pytest.fixture(scope="module")
-def good_onnx(good_pipeline):
-    return to_onnx(good_pipeline, name="churn")
+def release_version(pipeline, holdout_rows, alias: str = registry.CHAMPION):
+    """Release through churn's export into the tmp registry; valid = the first 300 unseen rows."""
+    valid, test = holdout_rows.iloc[:300], holdout_rows.iloc[300:]
+    with export_context("churn", alias=alias, config=churn_config(reference_rows=250),
+                        data_sha256=DATA_SHA256) as ctx:
+        released = release_pipeline(ctx, pipeline, CANDIDATE, valid, test)
+        run_id = mlflow.active_run().info.run_id
+    return released, run_id
 
 
-def train_run(tags: dict[str, str] | None = None) -> str:
-    """A finished stand-in for the train stage's run: build_contract reads its data hash tag."""
-    with mlflow.start_run(run_name="train", tags={"stage": "train"} | (tags or {})) as run:
-        pass
-    return run.info.run_id
+def holder(alias: str) -> str | None:
+    version = registry.version_for_alias("churn", alias)
+    return None if version is None else str(version.version)
 
 
-def stage_context(alias: str = registry.CHAMPION, **tags: str) -> StageContext:
-    return StageContext("churn", CONFIG, parent_run_id="unused", alias=alias,
-                        stage_runs={"train": train_run({"data_sha256": DATA_SHA256} | tags)})
-
-
-# ---------------------------------------------------------------------------------------- labelled_rows
+# ------------------------------------------------------------------------------- what churn knows
 
 
 def test_labelled_rows_keep_the_features_and_spell_the_label_as_yes_no(holdout_rows):
@@ -79,149 +74,125 @@ def test_labelled_rows_keep_the_features_and_spell_the_label_as_yes_no(holdout_r
     assert list(rows.columns) == [*schema.FEATURES, "label"]  # no customer id, no 0/1 Churn column
     assert rows["label"].tolist() == np.where(frame[schema.LABEL_COLUMN] == 1, "Yes", "No").tolist()
     assert set(rows["label"]) == {"No", "Yes"}
-    pd.testing.assert_frame_equal(rows[list(schema.FEATURES)], frame[list(schema.FEATURES)])
+    pd.testing.assert_frame_equal(rows[list(schema.FEATURES)], frame[list(schema.FEATURES)].reset_index(drop=True))
     pd.testing.assert_frame_equal(frame, before)  # the split it was given is left alone
 
 
-# ---------------------------------------------------------------------------------- onnx_probabilities
+def test_contract_fields_describe_a_binary_tabular_model_at_the_tuned_threshold():
+    fields = contract_fields({"model_type": "xgboost", "threshold": 0.27})
+    assert (fields["kind"], fields["model_type"], fields["threshold"]) == ("tabular_classifier", "xgboost", 0.27)
+    assert fields["inputs"] == input_specs() and fields["probability_output"] == PROBABILITY_OUTPUT
+    assert (fields["labels"], fields["positive_label"], fields["id_field"]) == (["No", "Yes"], "Yes", schema.ID_COLUMN)
 
 
-def test_onnx_probabilities_match_the_native_pipeline_on_unseen_customers(good_pipeline, good_onnx, holdout_rows):
-    exported = onnx_probabilities(open_session(good_onnx.SerializeToString()), holdout_rows)
-    assert exported.shape == (len(holdout_rows), 2)
-    report = check_parity(good_pipeline.predict_proba(features(holdout_rows)), exported, atol=1e-5)
-    assert report.rows == len(holdout_rows)
+# ------------------------------------------------------------------------------------ release_pipeline
 
 
-def test_onnx_probabilities_follow_the_row_order_of_the_frame(good_onnx, holdout_rows):
-    session = open_session(good_onnx.SerializeToString())
-    forward = onnx_probabilities(session, holdout_rows.head(40))
-    backward = onnx_probabilities(session, holdout_rows.head(40).iloc[::-1])
-    np.testing.assert_array_equal(backward, forward[::-1])
-    assert len(np.unique(forward[:, 1])) > 30  # distinct customers, distinct scores: the check means something
+def test_release_registers_a_package_whose_contract_names_its_run_data_and_test_metrics(
+        churn_store, good_pipeline, holdout_rows):
+    released, run_id = release_version(good_pipeline, holdout_rows)
+    test = holdout_rows.iloc[300:]
+    native_auc = roc_auc(target(test).to_numpy(), good_pipeline.predict_proba(features(test))[:, 1])
+    package = load_model("churn", alias=registry.CHAMPION)
+    contract = package.contract
+    assert (package.version, contract.run_id, contract.data_sha256) == ("1", run_id, DATA_SHA256)
+    assert contract.threshold == 0.3 and contract.id_field == schema.ID_COLUMN
+    assert contract.metrics["test_roc_auc"] == pytest.approx(native_auc, abs=1e-6)
+    assert {"test_accuracy", "test_f1", "test_log_loss"} <= set(contract.metrics)
+    logged = MlflowClient().get_run(run_id).data
+    assert logged.metrics["test_onnx_max_abs_diff"] == released.parity.max_abs_diff < 1e-5
+    assert logged.tags["registered_version"] == "1" and logged.tags["alias_decision"].startswith("first version")
 
 
-# -------------------------------------------------------------------------------------- build_contract
-
-
-def test_build_contract_describes_the_candidate_the_export_run_and_the_training_data(churn_store, tmp_path):
-    ctx = stage_context()
-    with mlflow.start_run(run_name="export") as export_run:
-        contract = build_contract(ctx, {"model_type": "xgboost", "threshold": 0.27}, {"test_roc_auc": 0.84})
-    assert (contract.name, contract.model_type, contract.threshold) == ("churn", "xgboost", 0.27)
-    assert contract.run_id == export_run.info.run_id  # the run that will hold the monitoring reference
-    assert contract.data_sha256 == DATA_SHA256
-    assert contract.metrics == {"test_roc_auc": 0.84}
-    assert contract.inputs == input_specs() and contract.probability_output == PROBABILITY_OUTPUT
-    assert (contract.labels, contract.positive_label) == (["No", "Yes"], "Yes")
-    created = datetime.fromisoformat(contract.created_at)
-    assert created.tzinfo is not None and abs(datetime.now(timezone.utc) - created) < timedelta(minutes=5)
-    assert ModelContract.load(Path(contract.save(tmp_path)).parent) == contract
-
-
-def test_build_contract_says_unknown_when_the_train_run_recorded_no_data_hash(churn_store):
-    ctx = StageContext("churn", CONFIG, parent_run_id="unused", stage_runs={"train": train_run()})
-    with mlflow.start_run():
-        contract = build_contract(ctx, {"model_type": "logistic_regression", "threshold": 0.5}, {})
-    assert contract.data_sha256 == "unknown"
-
-
-# --------------------------------------------------------------------------------------- log_reference
-
-
-def test_log_reference_logs_held_out_rows_with_this_models_probabilities_and_decisions(
-        churn_store, good_pipeline, good_onnx, holdout_rows):
-    valid, test = holdout_rows.iloc[:400], holdout_rows.iloc[400:]
-    with mlflow.start_run() as run:
-        log_reference(open_session(good_onnx.SerializeToString()), valid, test, threshold=0.3, max_rows=250, seed=1)
+def test_release_logs_the_reference_with_this_packages_probabilities_and_the_holdout(
+        churn_store, good_pipeline, holdout_rows):
+    _, run_id = release_version(good_pipeline, holdout_rows)
     reference, holdout = (
-        pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=path))
-        for path in (REFERENCE_ARTIFACT, HOLDOUT_ARTIFACT)
-    )
+        pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
+        for path in (REFERENCE_ARTIFACT, HOLDOUT_ARTIFACT))
     assert list(reference.columns) == [*schema.FEATURES, "label", "probability", "predicted_label"]
     assert len(reference) == 250 and not reference.duplicated().any()
     native = good_pipeline.predict_proba(reference[list(schema.FEATURES)])[:, 1]
     np.testing.assert_allclose(reference["probability"], native, atol=1e-5)
     assert (reference["predicted_label"] == np.where(reference["probability"] >= 0.3, "Yes", "No")).all()
     assert 0 < (reference["predicted_label"] == "Yes").mean() < 1
-    pd.testing.assert_frame_equal(holdout, labelled_rows(test).reset_index(drop=True))
+    pd.testing.assert_frame_equal(holdout, labelled_rows(holdout_rows.iloc[300:]))
 
 
-# ------------------------------------------------------------------------- score_registered, choose_alias
-
-
-def export_version(ctx: StageContext, pipeline, test: pd.DataFrame) -> tuple[str, float, str | None, str]:
-    """The alias steps of the export stage's `run`, on a real ONNX model in the tmp registry:
-    score on test -> contract -> log ONNX -> choose the alias -> register -> move the alias."""
-    onnx_model = to_onnx(pipeline, name="churn")
-    with mlflow.start_run(run_name="export"):
-        auc = float(roc_auc_score(target(test), onnx_probabilities(open_session(onnx_model.SerializeToString()),
-                                                                     test)[:, 1]))
-        contract = build_contract(ctx, {"model_type": BASELINE, "threshold": 0.5}, {"test_roc_auc": auc})
-        example = features(test).head(5).astype({name: "float32" for name in schema.NUMERIC})
-        uri = log_onnx_model(onnx_model, contract, example)
-        alias, why = choose_alias(ctx, auc, test)
-        version = registry.register_version(uri, "churn")
-        if alias:
-            registry.set_alias("churn", alias, version)
-    return version, auc, alias, why
-
-
-def holder(alias: str) -> str | None:
-    version = registry.version_for_alias("churn", alias)
-    return None if version is None else str(version.version)
-
-
-def test_score_registered_is_none_without_a_champion_and_its_roc_auc_with_one(churn_store, good_pipeline, holdout_rows):
-    assert score_registered("churn", registry.CHAMPION, holdout_rows) is None
-    export_version(stage_context(), good_pipeline, holdout_rows)
-    native_auc = roc_auc_score(target(holdout_rows), good_pipeline.predict_proba(features(holdout_rows))[:, 1])
-    assert score_registered("churn", registry.CHAMPION, holdout_rows) == pytest.approx(native_auc, abs=1e-4)
-    assert score_registered("churn", registry.CHALLENGER, holdout_rows) is None
-    downloaded = Path(mlflow.artifacts.download_artifacts("models:/churn@champion"))
-    assert ModelContract.load(downloaded / "extra_files").metrics["test_roc_auc"] == pytest.approx(native_auc, abs=1e-4)
+# ------------------------------------------------------------------------------------------ the alias
 
 
 def test_the_first_version_becomes_champion(churn_store, good_pipeline, holdout_rows):
-    version, _, alias, why = export_version(stage_context(), good_pipeline, holdout_rows)
-    assert (version, alias) == ("1", registry.CHAMPION)
-    assert why.startswith("first version")
+    released, _ = release_version(good_pipeline, holdout_rows)
+    assert (released.version, released.alias, released.decision) == ("1", registry.CHAMPION, None)
     assert holder(registry.CHAMPION) == "1"
 
 
-def test_a_better_version_takes_champion_over(churn_store, good_pipeline, poor_pipeline, holdout_rows):
-    _, poor_auc, _, _ = export_version(stage_context(), poor_pipeline, holdout_rows)
-    version, good_auc, alias, why = export_version(stage_context(), good_pipeline, holdout_rows)
-    assert good_auc > poor_auc + 0.2
-    assert (version, alias) == ("2", registry.CHAMPION)
-    assert why.startswith("beats champion") and f"{poor_auc:.4f}" in why
+def test_a_better_version_takes_champion_over_by_the_paired_bootstrap(churn_store, good_pipeline, poor_pipeline,
+                                                                       holdout_rows):
+    release_version(poor_pipeline, holdout_rows)
+    released, run_id = release_version(good_pipeline, holdout_rows)
+    assert (released.version, released.alias) == ("2", registry.CHAMPION)
+    assert released.decision.passed and released.decision.challenger > released.decision.incumbent + 0.2
+    assert released.why.startswith("new version beats champion v1: test roc_auc")
+    assert MlflowClient().get_run(run_id).data.metrics["promotion_p_better"] == 1.0
     assert holder(registry.CHAMPION) == "2"
 
 
-def test_a_worse_version_is_registered_but_does_not_take_champion(churn_store, good_pipeline, poor_pipeline, holdout_rows):
-    export_version(stage_context(), good_pipeline, holdout_rows)
-    version, _, alias, why = export_version(stage_context(), poor_pipeline, holdout_rows)
-    assert (version, alias) == ("2", None)
-    assert "champion kept" in why
+def test_a_worse_version_is_registered_but_does_not_take_champion(churn_store, good_pipeline, poor_pipeline,
+                                                                   holdout_rows):
+    release_version(good_pipeline, holdout_rows)
+    released, _ = release_version(poor_pipeline, holdout_rows)
+    assert (released.version, released.alias) == ("2", None)
+    assert released.why.startswith("new version does not beat champion v1")
     assert holder(registry.CHAMPION) == "1"
 
 
 def test_a_version_that_only_ties_the_champion_does_not_take_champion(churn_store, good_pipeline, holdout_rows):
-    export_version(stage_context(), good_pipeline, holdout_rows)
-    champion_auc = score_registered("churn", registry.CHAMPION, holdout_rows)
-    assert choose_alias(stage_context(), champion_auc, holdout_rows)[0] is None
-    assert choose_alias(stage_context(), champion_auc + 1e-3, holdout_rows)[0] == registry.CHAMPION
+    release_version(good_pipeline, holdout_rows)
+    released, _ = release_version(good_pipeline, holdout_rows)
+    assert released.alias is None and released.decision.p_better == 0.0  # a tie is not a win
+    assert holder(registry.CHAMPION) == "1"
 
 
 def test_retraining_registers_as_challenger_even_when_worse_and_leaves_the_champion(
         churn_store, good_pipeline, poor_pipeline, holdout_rows):
-    export_version(stage_context(), good_pipeline, holdout_rows)
-    version, _, alias, why = export_version(stage_context(alias=registry.CHALLENGER), poor_pipeline, holdout_rows)
-    assert (version, alias) == ("2", registry.CHALLENGER)
-    assert why.startswith("retraining")
+    release_version(good_pipeline, holdout_rows)
+    released, _ = release_version(poor_pipeline, holdout_rows, alias=registry.CHALLENGER)
+    assert (released.version, released.alias) == ("2", registry.CHALLENGER)
+    assert released.why.startswith("retraining")
     assert (holder(registry.CHAMPION), holder(registry.CHALLENGER)) == ("1", "2")
 
 
-def test_retraining_into_an_empty_registry_still_registers_as_challenger(churn_store):
+def test_retraining_into_an_empty_registry_still_registers_as_challenger(churn_store, good_pipeline, holdout_rows):
     """Monitoring judges challengers against a champion; retraining never crowns itself, even first."""
-    assert choose_alias(stage_context(alias=registry.CHALLENGER), 0.9, pd.DataFrame())[0] == registry.CHALLENGER
+    released, _ = release_version(good_pipeline, holdout_rows, alias=registry.CHALLENGER)
+    assert released.alias == registry.CHALLENGER and holder(registry.CHAMPION) is None
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def test_run_releases_the_optimize_stages_candidate_and_logs_the_native_model_beside_it(
+        churn_store, good_pipeline, holdout_rows, train_rows):
+    """The stage as the runner calls it: splits from `train`, candidate from `optimize`, in MLflow."""
+    ctx = StageContext("churn", churn_config(reference_rows=250), parent_run_id="unused")
+    with mlflow.start_run(run_name="pipeline"):
+        with tracking.stage_run("churn", "train") as train:
+            tracking.log_data_identity(DATA_SHA256, "test", None, len(train_rows))
+            for name, frame in (("train", train_rows), ("valid", holdout_rows.iloc[:300]),
+                                ("test", holdout_rows.iloc[300:])):
+                tracking.log_frame(frame, f"splits/{name}.parquet")
+        with tracking.stage_run("churn", "optimize") as optimize:
+            uri = log_sklearn_model(good_pipeline, "candidate", features(train_rows).head(5))
+            tracking.log_json(CANDIDATE | {"model_uri": uri}, "candidate.json")
+        ctx.stage_runs |= {"train": train.info.run_id, "optimize": optimize.info.run_id}
+        with tracking.stage_run("churn", "export") as run:
+            export.run(ctx)
+    assert holder(registry.CHAMPION) == "1"
+    contract = load_model("churn", version="1").contract
+    assert (contract.run_id, contract.model_type, contract.threshold) == (run.info.run_id, BASELINE, 0.3)
+    assert contract.data_sha256 == DATA_SHA256
+    native = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/native")
+    np.testing.assert_allclose(native.predict_proba(features(holdout_rows))[:, 1],
+                               good_pipeline.predict_proba(features(holdout_rows))[:, 1])

@@ -14,8 +14,12 @@ from pipelines.churn import schema
 from pipelines.churn.config import ChurnConfig
 from pipelines.churn.features import features, target
 from pipelines.churn.models import BASELINE, CANDIDATE, build_classifiers, xgboost_pipeline
-from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs, onnx_feeds, to_onnx
-from pipelines.common.onnx_parity import check_parity, open_session
+from modelpkg.codecs.tabular import TabularCodec
+from modelpkg.contract import ModelContract
+from modelpkg.runtime import open_session
+from pipelines.churn.export import contract_fields
+from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs, to_onnx
+from pipelines.common.onnx_parity import check_parity
 
 ATOL = 1e-5
 ONNX_TYPES = {"string": onnx.TensorProto.STRING, "float32": onnx.TensorProto.FLOAT}
@@ -47,6 +51,15 @@ def converted(request):
     pipeline = request.getfixturevalue("linear_pipeline" if request.param == BASELINE else "xgboost_fitted")
     model = to_onnx(pipeline)
     return request.param, pipeline, model, open_session(model.SerializeToString())
+
+
+CODEC = TabularCodec(ModelContract(**contract_fields({"model_type": "test", "threshold": 0.5}), name="churn",
+                                   run_id="-", data_sha256="-", created_at="-"))
+
+
+def onnx_feeds(frame) -> dict[str, np.ndarray]:
+    """Rows -> feeds by the churn codec, skipping request validation (these tests probe the graph)."""
+    return CODEC.feeds(CODEC.requests(frame.to_dict(orient="records")))
 
 
 def onnx_probabilities(session, frame) -> np.ndarray:

@@ -6,7 +6,7 @@ config's hand-set start lies inside the space, so the enqueued trial 0 is really
 improving (but not when scored on its own training rows), its `best_iteration + 1` trees rebuilding the
 same model, as the stage's rebuild relies on. Also `search` run for three real trials into a tmp MLflow
 store (trial 0 is the config, each trial a child run, the best trial's tree count is returned) and
-`log_bootstrap_decision`. Not covered here: `run` (it needs the train stage's logged splits and models;
+`gate` (the common decision, worded for churn) and `log_gate`. Not covered here: `run` (it needs the train stage's logged splits and models;
 the slow end-to-end test runs it).
 """
 
@@ -24,9 +24,8 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.churn.config import ChurnConfig, XGBoostConfig
 from pipelines.churn.features import features, target
-from pipelines.churn.gate import paired_bootstrap
 from pipelines.churn.models import xgboost_pipeline
-from pipelines.churn.optimize import fit_with_early_stopping, log_bootstrap_decision, search, suggest_params
+from pipelines.churn.optimize import fit_with_early_stopping, gate, log_gate, search, suggest_params
 from pipelines.common.config import load_config
 from pipelines.common.runner import StageContext
 
@@ -136,20 +135,24 @@ def test_search_starts_from_the_config_and_returns_the_best_trial_with_its_tree_
     assert max(scores.values()) == pytest.approx(study.best_value)
 
 
-# ------------------------------------------------------------------------------ log_bootstrap_decision
+# ------------------------------------------------------------------------------------- gate, log_gate
 
 
-def test_log_bootstrap_decision_logs_the_gate_evidence_and_its_reason(churn_store, holdout_rows):
+def test_gate_ships_the_candidate_only_when_it_beats_the_baseline_and_logs_the_evidence(churn_store, holdout_rows):
     y = target(holdout_rows).to_numpy()
     informative = np.where(y == 1, 0.7, 0.3) + np.linspace(-0.2, 0.2, len(y))
-    decision = paired_bootstrap(y, informative, np.full(len(y), 0.5) + np.linspace(0, 0.01, len(y)),
-                                metric="roc_auc", samples=200, confidence=0.8, seed=0)
-    assert decision.passed
+    coin = np.full(len(y), 0.5) + np.linspace(0, 0.01, len(y))
+    config = ChurnConfig.model_validate({"gate": {"bootstrap_samples": 200}})
+    decision, reason = gate(y, informative, coin, config)
+    assert decision.passed and reason.startswith("tuned xgboost beats logistic_regression: valid roc_auc")
+    assert reason.endswith(": xgboost ships")
+    refused, why = gate(y, coin, informative, config)
+    assert not refused.passed and why.endswith(": logistic_regression ships")
     with mlflow.start_run() as run:
-        log_bootstrap_decision(decision, "candidate ships")
+        log_gate(decision, reason)
     logged = MlflowClient().get_run(run.info.run_id).data
-    assert logged.tags["gate_decision"] == "candidate ships"
+    assert logged.tags["gate_decision"] == reason
     assert logged.metrics["gate_passed"] == 1.0
-    assert logged.metrics["gate_candidate"] == pytest.approx(decision.candidate)
+    assert logged.metrics["gate_challenger"] == pytest.approx(decision.challenger)
     assert logged.metrics["gate_required"] == 0.8
     assert "gate_metric" not in logged.metrics  # the metric's name is text, not a number

@@ -11,12 +11,12 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.common.contract import ModelContract
+from modelpkg.contract import HOLDOUT_ARTIFACT
+from modelpkg.package import package_files
 from pipelines.common.runner import run_project
+from tests.paths import REPO, TELCO_CSV
 
-REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = str(REPO / "tests" / "churn" / "tiny.yaml")
-REAL_CSV = REPO.parent / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
 ROC_AUC_FLOOR = 0.84  # published results on Telco: about 0.84-0.86
 
 pytestmark = pytest.mark.slow
@@ -24,10 +24,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    if not REAL_CSV.is_file():
-        pytest.skip(f"real Telco CSV not found at {REAL_CSV}")
+    if not TELCO_CSV.is_file():
+        pytest.skip(f"real Telco CSV not found at {TELCO_CSV}")
     root = tmp_path_factory.mktemp("mlflow")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "CHURN_DATA": str(REAL_CSV)}
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "CHURN_DATA": str(TELCO_CSV)}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     yield env
@@ -51,7 +51,7 @@ def test_pipeline_registers_a_champion_above_the_quality_floor(first_run):
     assert first_run.registered_version == "1"
     version = MlflowClient().get_model_version_by_alias("churn", "champion")
     assert str(version.version) == "1"
-    contract = ModelContract.load(champion_dir() / "extra_files")
+    contract = package_files(champion_dir()).contract
     assert contract.metrics["test_roc_auc"] >= ROC_AUC_FLOOR
     assert contract.model_type in {"xgboost", "logistic_regression"}
     assert 0.0 < contract.threshold < 1.0
@@ -66,7 +66,7 @@ def test_champion_directory_holds_onnx_and_contract(first_run):
 
 
 def test_export_run_logs_parity_reference_and_native_model(first_run):
-    contract = ModelContract.load(champion_dir() / "extra_files")
+    contract = package_files(champion_dir()).contract
     run = mlflow.get_run(contract.run_id)
     assert run.data.metrics["test_onnx_max_abs_diff"] <= 1e-4
     reference = mlflow.artifacts.download_artifacts(run_id=contract.run_id, artifact_path=contract.reference_artifact)
@@ -103,7 +103,7 @@ def test_export_alone_reuses_the_latest_run_and_keeps_an_equal_champion(first_ru
         cwd=REPO, env=os.environ | store, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "registered_version" in result.stdout and "champion kept" in result.stdout
+    assert "registered_version" in result.stdout and "does not beat champion v1" in result.stdout
     assert str(MlflowClient().get_model_version_by_alias("churn", "champion").version) == "1"
 
 
@@ -130,9 +130,9 @@ def test_serving_loads_the_champion_training_registered_and_agrees_with_it(first
         source={"kind": "registry", "tracking_uri": store["MLFLOW_TRACKING_URI"], "cache_dir": str(tmp_path / "cache")},
         prediction_log={"path": str(tmp_path / "predictions.db")},
     )
-    contract = ModelContract.load(champion_dir() / "extra_files")
+    contract = package_files(champion_dir()).contract
     holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(
-        run_id=contract.run_id, artifact_path="reference/holdout.parquet")).head(50)
+        run_id=contract.run_id, artifact_path=HOLDOUT_ARTIFACT)).head(50)
     native = mlflow.sklearn.load_model(f"runs:/{contract.run_id}/native")
     expected = native.predict_proba(holdout[list(schema.FEATURES)])[:, 1]
     records = holdout[list(schema.FEATURES)].astype({"SeniorCitizen": int, "tenure": int}).to_dict("records")

@@ -1,13 +1,13 @@
-"""The paired bootstrap shared by the churn quality gate and monitoring's retraining decision."""
+"""The paired bootstrap and its metrics, binary and multi-class (the rule on top: test_decision.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss as sklearn_log_loss
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
-from pipelines.common.bootstrap import log_loss, paired_bootstrap_gains, roc_auc
+from pipelines.common.bootstrap import log_loss, macro_f1, paired_bootstrap_gains, roc_auc
 
 
 def labels_and_scores(seed: int, rows: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -44,5 +44,22 @@ def test_resamples_are_paired_and_seeded():
 
 
 def test_one_class_rows_give_a_clear_error():
-    with pytest.raises(ValueError, match="held both classes"):
+    with pytest.raises(ValueError, match="held every class"):
         paired_bootstrap_gains(np.zeros(10), np.full(10, 0.2), np.full(10, 0.3), metric="log_loss", samples=20, seed=0)
+
+
+def test_multi_class_metrics_match_scikit_learn():
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 4, 300)
+    logits = rng.normal(0, 1, (300, 4))
+    logits[np.arange(300), y] += 1.0
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-12)
+    assert log_loss(y, p) == pytest.approx(sklearn_log_loss(y, p), abs=1e-12)
+    assert macro_f1(y, p) == pytest.approx(f1_score(y, p.argmax(axis=1), average="macro"), abs=1e-12)
+
+
+def test_a_binary_matrix_scores_like_its_positive_column():
+    y, sharp, _ = labels_and_scores(9)
+    matrix = np.column_stack([1 - sharp, sharp])
+    assert roc_auc(y, matrix) == roc_auc(y, sharp) and log_loss(y, matrix) == pytest.approx(log_loss(y, sharp))
