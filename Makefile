@@ -5,7 +5,7 @@ PYTHON      ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
-EXTRAS      := serve,train,monitor,dev
+EXTRAS      := serve,train,monitor,deep,dev
 
 # Offline by default: MLflow must not phone home from a pipeline or a test.
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -21,7 +21,7 @@ export CHURN_DATA := $(SHARED_CHURN)
 endif
 endif
 
-.PHONY: help setup data churn all serve bundle ui monitor simulate bench bench-churn bench-serve bench-monitor test test-fast clean
+.PHONY: help setup data churn text all serve bundle ui monitor simulate bench bench-churn bench-serve bench-monitor test test-fast clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,7 +40,10 @@ data: $(STAMP)  ## download the Telco CSV (online; checks its sha256) to data/ra
 churn: $(STAMP)  ## churn: train -> evaluate -> optimize -> export ONNX -> register champion
 	$(PY) -m pipelines churn
 
-all: churn  ## every project that exists
+text: $(STAMP)  ## text: LoRA fine-tuned MiniLM -> evaluate -> ONNX + int8 -> register champion
+	$(PY) -m pipelines text
+
+all: churn text  ## every project that exists
 
 serve: $(STAMP)  ## FastAPI + onnxruntime on 127.0.0.1:8000 (configs/serving.yaml), serving each champion
 	$(PY) -m serving

@@ -1,8 +1,9 @@
 """Drift detection quality: detection rate per injected scenario, false alarms on no-drift windows, and
 the detection delay. Prints the tables docs/monitoring.md quotes.
 
-Every window goes through the monitor's own code (Evidently report -> summary -> alert rules, as
-`python -m monitoring run` does) with the champion's ONNX predictions, so what is measured is what runs.
+Every window goes through the monitor's own code (stored rows -> the codec's request, validation, log
+entry and description, the champion's ONNX predictions, as the server would log them -> drift summary ->
+alert rules, as `python -m monitoring run` does), so what is measured is what runs.
 Windows are drawn from the champion's held-out test split; the reference is its validation sample.
 
   detection rate   share of drifted windows that raise the alert (target >= 0.95 per scenario)
@@ -34,7 +35,8 @@ from scipy.stats import beta
 from monitoring.alerts import Alert, evaluate_alert
 from monitoring.config import MonitoringConfig, load_monitoring_config
 from monitoring.drift import DriftSummary, alpha_per_test, run_drift
-from monitoring.reference import WatchedModel, load_holdout, load_reference, load_watched_model, version_for
+from modelpkg.package import resolve_version
+from monitoring.reference import WatchedModel, load_holdout, load_reference, load_watched_model
 from monitoring.scenarios import NO_DRIFT, Scenario, scenarios_for
 from pipelines.common import tracking
 
@@ -64,7 +66,7 @@ def ensure_champion(model: str) -> None:
     """Use the store's champion; without one, train it into a throwaway store with the real pipeline."""
     tracking.configure_tracking(f"{model}-monitoring")
     try:
-        version_for(model, "champion")
+        resolve_version(model, "champion")
         return
     except LookupError:
         pass
@@ -99,7 +101,7 @@ def draw(setup: Setup, scenario: str, rows: int, rng: np.random.Generator) -> pd
 
 def judge(setup: Setup, rows: pd.DataFrame) -> Judged:
     """Exactly the monitor's decision on one window, labels included (quality is judged too)."""
-    window = setup.model.with_predictions(rows)
+    window = setup.model.frame(rows)
     result = run_drift(setup.reference, window, setup.model, setup.config.drift, setup.config.quality, reports=False)
     return Judged(result.summary, evaluate_alert(result.summary, setup.config.drift, setup.config.quality))
 
@@ -218,7 +220,7 @@ def main() -> None:
     setup = load_setup(config, args.model)
     print(f"{args.model} v{setup.model.version} ({setup.model.contract.model_type}, {data_source(setup.model)}): "
           f"reference {len(setup.reference)} rows, held-out pool {len(setup.pool)} rows, "
-          f"{len(setup.model.features)} features")
+          f"{len(setup.model.descriptors)} descriptor columns")
     for rows in sizes:
         detection = detection_rows(setup, args.windows, rows, args.seed)
         print_detection(detection, rows, alpha_per_test(setup.model, config.drift), config.quality.metric)

@@ -210,7 +210,7 @@ def in_process(args, rows: list[dict], run_id: str) -> dict[str, float]:
     model = load_model(RegistrySource(config.source.tracking_uri, config.source.cache_dir).resolve(args.model, args.alias),
                        config.model(args.model), config)
     records = model.adapter.parse(json.dumps(rows[:1]).encode())
-    feeds = model.adapter.feeds(records)
+    feeds = model.adapter.codec.feeds(records)
     timings = {"onnxruntime_run_us": min(timeit.repeat(lambda: model.session.run(None, feeds), number=200, repeat=5)) / 200 * 1e6}
     timings["serving_parse_predict_us"] = min(timeit.repeat(
         lambda: model.predict(model.adapter.parse(json.dumps(rows[:1]).encode())), number=200, repeat=5)) / 200 * 1e6

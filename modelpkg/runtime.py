@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -56,6 +56,16 @@ def check_inputs(contract: ModelContract, session: ort.InferenceSession) -> None
                          f"only in graph {sorted(graph - promised)}")
 
 
+def class_indices(labels: Sequence[Any], contract: ModelContract) -> np.ndarray:
+    """Label strings -> class indices in the contract's order; a label the model does not know is an error
+    naming it (a metric or a promotion judged on it would mean nothing)."""
+    index = {label: i for i, label in enumerate(contract.labels)}
+    unknown = sorted({str(label) for label in labels} - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of {contract.name} (classes: {contract.labels})")
+    return np.array([index[str(label)] for label in labels], dtype=int)
+
+
 def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
     """[rows, classes] probabilities -> (class index per row, the probability reported per row)."""
     probabilities = np.asarray(probabilities)
@@ -69,11 +79,15 @@ def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarr
 
 
 def answers(probabilities: np.ndarray, contract: ModelContract) -> list[dict]:
-    """One answer per row, as the API returns and the prediction log keeps it."""
-    chosen, reported = decide(probabilities, contract)
+    """One answer per row, as the API returns and the prediction log keeps it. The same rule as `decide`,
+    on plain floats: this runs on every request, and for a few rows NumPy's indexing costs more than it saves."""
     labels = contract.labels
     if len(labels) == 2:
-        return [{"label": labels[i], "probability": p} for i, p in zip(chosen.tolist(), reported.tolist())]
+        positive = contract.positive_index
+        threshold = contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
+        yes, no = labels[positive], labels[1 - positive]
+        return [{"label": yes if p >= threshold else no, "probability": p} for p in probabilities[:, positive].tolist()]
+    chosen, reported = decide(probabilities, contract)
     return [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
             for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
 

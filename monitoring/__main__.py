@@ -101,9 +101,10 @@ def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: Ser
 
         trigger = "; ".join(alerts[-1].alert.reasons)
         outcome = retrain_and_decide(config, args.model, db_path, trigger=trigger)
+        verdict = "promote" if outcome.promoted else "keep champion"
         print(f"retrain: challenger v{outcome.challenger_version} vs champion v{outcome.champion_version}: "
-              f"{outcome.decision.reason} (MLflow run {outcome.run_id})")
-        if outcome.decision.promote:
+              f"{verdict}: {outcome.reason} (MLflow run {outcome.run_id})")
+        if outcome.promoted:
             reload_server(serving, config)
     return ALERT_EXIT_CODE if alerts else 0
 
@@ -123,7 +124,7 @@ def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving
     url = args.url or server_url(serving)
     with ServingClient(url, timeout=config.request_timeout_seconds) as client:
         client.wait_ready(config.request_timeout_seconds)
-        windows = simulate(config, args.model, client, pool, plan, features=model.features,
+        windows = simulate(config, args.model, client, pool, plan, codec=model.codec,
                            flush_labels=args.flush_labels)
     manifest = write_manifest(windows, config.reports_for(args.model), args.model, url)
     print(format_windows(windows))

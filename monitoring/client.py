@@ -7,11 +7,9 @@ through the real server, exactly as production traffic would.
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
-import pandas as pd
 
 READY_POLL_SECONDS = 0.2
 
@@ -55,9 +53,9 @@ class ServingClient:
             time.sleep(READY_POLL_SECONDS)
         raise ServingError(f"{self.base_url} not ready after {timeout:.0f} s ({last}); start it with `make serve`")
 
-    def predict(self, model: str, rows: pd.DataFrame) -> dict:
-        """Send customer records; returns {model, version, request_id, predictions: [{id, label, probability}]}."""
-        records = json.loads(rows.to_json(orient="records"))  # numpy scalars -> plain JSON numbers
+    def predict(self, model: str, records: list[dict]) -> dict:
+        """Send request records (what the model's codec makes of stored rows: `codec.request`); returns
+        {model, version, request_id, predictions: [{id, label, probability, ...}]}."""
         return self._post(f"/v1/{model}/predict", records)
 
     def feedback(self, model: str, labels: dict[str, str]) -> int:

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.common.config import Config, load_config
+from modelpkg.contract import HOLDOUT_ARTIFACT
+from pipelines.common.config import Config, DecisionConfig, load_config
 
 DEFAULT_CONFIG = "configs/monitoring.yaml"
 
@@ -37,17 +38,21 @@ class DriftConfig(Config):
 
 
 class QualityConfig(Config):
-    metric: Literal["roc_auc", "accuracy", "f1"] = "roc_auc"
+    # Higher-is-better metrics only (a drop is a fall). roc_auc and accuracy suit every model; f1 (of the
+    # positive class) only binary ones and macro_f1 only multi-class ones: the job refuses a metric the
+    # watched model does not define (monitoring.drift.check_quality_metric) rather than swap it silently.
+    metric: Literal["roc_auc", "accuracy", "f1", "macro_f1"] = "roc_auc"
     max_drop: float = Field(0.05, gt=0)  # alert when window metric < reference metric - max_drop
     min_labelled_rows: int = Field(200, ge=10)  # fewer labelled rows: quality is not judged
 
 
-class RetrainConfig(Config):
+class RetrainConfig(DecisionConfig):
+    """Which recent rows retraining uses, and the repo's one promotion rule (metric: roc_auc, log_loss or
+    macro_f1; bootstrap_samples; confidence), judged by pipelines.common.bootstrap.decide."""
+
     recent_rows: int = Field(2000, ge=20)  # newest labelled predictions to learn from and judge on
     eval_fraction: float = Field(0.5, gt=0, lt=1)  # newest share kept out of training, to compare on
     min_judge_rows: int = Field(200, ge=20)  # fewer labelled rows to compare on: no retraining
-    metric: Literal["roc_auc", "log_loss"] = "roc_auc"
-    bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.9, gt=0.5, lt=1)  # promote when P(challenger better) >= this
 
 
@@ -66,7 +71,7 @@ class ModelMonitoring(Config):
     alias: str = "champion"  # the version under watch
     train_config: str  # training config used when retraining, e.g. configs/churn.yaml
     train_label_column: str  # label column name the training pipeline expects in extra data
-    holdout_artifact: str = "reference/holdout.parquet"  # in the contract's run: simulator's source rows
+    holdout_artifact: str = HOLDOUT_ARTIFACT  # in the contract's run: the simulator's source rows
     scenarios: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
 
 

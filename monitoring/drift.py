@@ -1,11 +1,16 @@
 """Reference vs a production window -> a typed drift and quality summary, and Evidently's HTML reports.
 
 Three questions per window:
-  1. data drift: does any input column's distribution differ from the reference? (one p-value test per
-     column: KS for numbers, chi-square for categories by default)
-  2. prediction drift: does the model's predicted probability differ? (the same test on `probability`)
-  3. quality: on the rows whose ground truth has arrived, is the model still as good? (ROC-AUC, accuracy
-     and F1 from scikit-learn, computed the same way on the reference)
+  1. data drift: does any descriptor column's distribution differ from the reference? The columns are the
+     model codec's descriptors (`codec.descriptors`: the inputs of a tabular model, brightness, contrast,
+     size ... of images, length and character shares of texts), numeric or categorical as the codec says;
+     one p-value test per column (KS for numbers, chi-square for categories by default)
+  2. prediction drift: does the model's reported probability differ? (the same test on `probability`:
+     P(positive) of a binary model, the winning class's probability of a multi-class one)
+  3. quality: on the rows whose ground truth has arrived, is the model still as good? (ROC-AUC, accuracy and
+     F1 of binary models, ROC-AUC one-vs-rest, accuracy and macro F1 of multi-class ones, all from
+     pipelines.common.metrics, the functions export measured the model with; computed the same way on the
+     reference)
 
 The p-values come from Evidently's own stat tests (`get_stattest`, what its DataDriftPreset calls per
 column), run directly: that takes milliseconds, while building the report (plotly figures for the
@@ -21,23 +26,29 @@ docs/monitoring.md shows why Evidently's own dataset-level rule (half the column
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
-from evidently import BinaryClassification, DataDefinition, Dataset, Report
+from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Report
 from evidently.core.report import Snapshot
 from evidently.legacy.calculations.stattests import get_stattest
 from evidently.legacy.core import ColumnType
 from evidently.metrics import ValueDrift
 from evidently.presets import ClassificationPreset, DataDriftPreset
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
+from modelpkg.contract import LABEL, PREDICTED_LABEL, PROBABILITY, class_probability_column
 from monitoring.config import DriftConfig, QualityConfig
-from monitoring.reference import LABEL, PREDICTED_LABEL, PROBABILITY, WatchedModel
+from modelpkg.runtime import class_indices
+from monitoring.reference import WatchedModel
+from pipelines.common.metrics import classification_metrics
 
 VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"  # how a per-column drift result names itself
 P_VALUE_TOLERANCE = 1e-9  # report and decision compute the same test: they must agree to rounding
+# The quality metrics an alert may watch (higher is better, so a drop is a fall): F1 of the positive class
+# is defined for binary models only, macro F1 (the mean of every class's F1) for multi-class ones.
+QUALITY_METRICS = {"binary": ("roc_auc", "accuracy", "f1"), "multiclass": ("roc_auc", "accuracy", "macro_f1")}
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class DriftResult:
 
 
 def tests_per_window(model: WatchedModel, config: DriftConfig) -> int:
-    return len(model.features) + (1 if config.prediction_drift else 0)
+    return len(model.descriptors) + (1 if config.prediction_drift else 0)
 
 
 def alpha_per_test(model: WatchedModel, config: DriftConfig) -> float:
@@ -104,19 +115,38 @@ def alpha_per_test(model: WatchedModel, config: DriftConfig) -> float:
     return config.family_alpha / tests_per_window(model, config)
 
 
+def binary(model: WatchedModel) -> bool:
+    return len(model.contract.labels) == 2
+
+
+def positive_label(model: WatchedModel) -> str:
+    """The class `probability` is about for a binary model: the contract's positive class."""
+    return model.contract.labels[model.contract.positive_index]
+
+
+def check_quality_metric(model: WatchedModel, quality: QualityConfig) -> None:
+    """A metric the model's class count does not define is a config error, said before any window is judged
+    (not silently mapped: F1 of one class and macro F1 are different numbers with different reference values)."""
+    kind = "binary" if binary(model) else "multiclass"
+    if quality.metric not in QUALITY_METRICS[kind]:
+        raise ValueError(f"quality.metric {quality.metric!r} is not defined for {model.name} ({kind}, classes "
+                         f"{model.contract.labels}): use one of {', '.join(QUALITY_METRICS[kind])}")
+
+
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows whose ground truth has arrived (the prediction log holds None until feedback comes)."""
     return frame[frame[LABEL].notna()] if LABEL in frame.columns else frame.iloc[:0]
 
 
-def data_definition(model: WatchedModel, *, classification: bool = False) -> DataDefinition:
-    """Column types from the contract (string inputs are categories), never guessed from values."""
-    if not classification:
-        return DataDefinition(numerical_columns=[*model.numerical, PROBABILITY], categorical_columns=model.categorical)
-    task = BinaryClassification(target=LABEL, prediction_labels=PREDICTED_LABEL, prediction_probas=PROBABILITY,
-                                pos_label=model.contract.positive_label)
-    return DataDefinition(numerical_columns=[PROBABILITY], categorical_columns=[LABEL, PREDICTED_LABEL],
-                          classification=[task])
+def class_probability_columns(model: WatchedModel) -> list[str]:
+    return [class_probability_column(label) for label in model.contract.labels]
+
+
+def data_definition(model: WatchedModel) -> DataDefinition:
+    """Column types from the codec's descriptors (numeric or categorical), never guessed from values."""
+    codec = model.codec
+    return DataDefinition(numerical_columns=[*codec.numeric_descriptors, PROBABILITY],
+                          categorical_columns=codec.categorical_descriptors)
 
 
 def as_dataset(frame: pd.DataFrame, columns: list[str], definition: DataDefinition) -> Dataset:
@@ -125,16 +155,21 @@ def as_dataset(frame: pd.DataFrame, columns: list[str], definition: DataDefiniti
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, model: WatchedModel, config: DriftConfig) -> Snapshot:
     alpha = alpha_per_test(model, config)
+    columns = model.codec.descriptor_names
     metrics: list = [DataDriftPreset(
-        columns=model.features, num_method=config.num_method, cat_method=config.cat_method, threshold=alpha,
+        columns=columns, num_method=config.num_method, cat_method=config.cat_method, threshold=alpha,
         # Evidently's headline "dataset drift" then agrees with our rule instead of its 50 % default.
-        drift_share=config.min_drifted_features / len(model.features),
+        drift_share=config.min_drifted_features / len(columns),
     )]
     if config.prediction_drift:
         metrics.append(ValueDrift(column=PROBABILITY, method=config.num_method, threshold=alpha))
-    columns = [*model.features, PROBABILITY]
     definition = data_definition(model)
-    return Report(metrics).run(as_dataset(current, columns, definition), as_dataset(reference, columns, definition))
+    with warnings.catch_warnings():
+        # A descriptor holding one value (every image the same size) has no correlation to draw: NumPy's
+        # 0/0 warning says only that. The p-values are checked against ours afterwards.
+        warnings.filterwarnings("ignore", "invalid value encountered in divide", RuntimeWarning)
+        return Report(metrics).run(as_dataset(current, [*columns, PROBABILITY], definition),
+                                   as_dataset(reference, [*columns, PROBABILITY], definition))
 
 
 def column_p_values(snapshot: Snapshot) -> dict[str, tuple[str, float]]:
@@ -147,29 +182,67 @@ def column_p_values(snapshot: Snapshot) -> dict[str, tuple[str, float]]:
     return found
 
 
-def quality_metrics(frame: pd.DataFrame, positive_label: str) -> dict[str, float]:
-    """Metrics on labelled rows: ROC-AUC from the probability, accuracy and F1 at the contract threshold."""
-    truth = (frame[LABEL].astype(str) == positive_label).to_numpy()
-    predicted = (frame[PREDICTED_LABEL].astype(str) == positive_label).to_numpy()
-    both_classes = 0 < truth.sum() < len(truth)
-    return {
-        "roc_auc": float(roc_auc_score(truth, frame[PROBABILITY])) if both_classes else float("nan"),
-        "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, zero_division=0.0)),
-    }
+def probability_matrix(frame: pd.DataFrame, model: WatchedModel) -> np.ndarray:
+    """[rows, classes] probabilities from a frame's prediction columns: binary frames hold P(positive)
+    only, multi-class frames one column per class."""
+    if not binary(model):
+        return frame[class_probability_columns(model)].to_numpy(dtype=np.float64)
+    positive = frame[PROBABILITY].to_numpy(dtype=np.float64)
+    matrix = np.empty((len(frame), 2))
+    matrix[:, model.contract.positive_index], matrix[:, 1 - model.contract.positive_index] = positive, 1 - positive
+    return matrix
+
+
+def quality_metrics(frame: pd.DataFrame, model: WatchedModel) -> dict[str, float]:
+    """Metrics on labelled rows (pipelines.common.metrics): ROC-AUC from the probabilities, accuracy and F1
+    (binary) or macro F1 (multi-class) from the labels the model answered."""
+    y = class_indices(frame[LABEL].astype(str), model.contract)
+    predicted = class_indices(frame[PREDICTED_LABEL].astype(str), model.contract)
+    return classification_metrics("", y, probability_matrix(frame, model), predicted, model.contract.positive_index)
+
+
+def quality_frame(frame: pd.DataFrame, model: WatchedModel) -> tuple[pd.DataFrame, DataDefinition]:
+    """The labelled rows as Evidently's classification report reads them, and their definition. Binary:
+    `probability` is P(positive). Multi-class: Evidently wants one probability column per class, named
+    by the class label itself, so `probability__<label>` columns are renamed for the report."""
+    if binary(model):
+        task = BinaryClassification(target=LABEL, prediction_labels=PREDICTED_LABEL, prediction_probas=PROBABILITY,
+                                    pos_label=positive_label(model))
+        definition = DataDefinition(numerical_columns=[PROBABILITY], categorical_columns=[LABEL, PREDICTED_LABEL],
+                                    classification=[task])
+        return frame[[LABEL, PREDICTED_LABEL, PROBABILITY]].astype({LABEL: str, PREDICTED_LABEL: str}), definition
+    labels = list(model.contract.labels)
+    renamed = frame[[LABEL, PREDICTED_LABEL, *class_probability_columns(model)]].rename(
+        columns=dict(zip(class_probability_columns(model), labels))).astype({LABEL: str, PREDICTED_LABEL: str})
+    task = MulticlassClassification(target=LABEL, prediction_labels=PREDICTED_LABEL, prediction_probas=labels)
+    definition = DataDefinition(numerical_columns=labels, categorical_columns=[LABEL, PREDICTED_LABEL],
+                                classification=[task])
+    return renamed, definition
 
 
 def quality_report(reference: pd.DataFrame, current: pd.DataFrame, model: WatchedModel) -> Snapshot:
-    columns = [LABEL, PREDICTED_LABEL, PROBABILITY]
-    definition = data_definition(model, classification=True)
-    return Report([ClassificationPreset()]).run(
-        as_dataset(current, columns, definition), as_dataset(reference, columns, definition)
-    )
+    current_rows, definition = quality_frame(current, model)
+    reference_rows, _ = quality_frame(reference, model)
+    with warnings.catch_warnings():
+        # Class probabilities are a float32 softmax: they sum to one within float32 rounding, which
+        # scikit-learn's float64 check calls "not summing to one".
+        warnings.filterwarnings("ignore", "The y_prob values do not sum to one", UserWarning)
+        return Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(current_rows.reset_index(drop=True), data_definition=definition),
+            Dataset.from_pandas(reference_rows.reset_index(drop=True), data_definition=definition))
+
+
+def single_value(reference: pd.Series, current: pd.Series) -> bool:
+    """Both sides hold one and the same value (every image PNG, say): nothing can have moved."""
+    values = set(reference.unique()) | set(current.unique())
+    return len(values) == 1
 
 
 def judge_column(reference: pd.Series, current: pd.Series, numeric: bool, config: DriftConfig,
-                alpha: float, name: str) -> ColumnDrift:
-    """One column, one Evidently stat test, as its DataDriftPreset runs it (infinities and NaN dropped)."""
+                 alpha: float, name: str) -> ColumnDrift:
+    """One column, one Evidently stat test, as its DataDriftPreset runs it (infinities and NaN dropped).
+    A column holding one and the same value on both sides gets p = 1: chi-square has no degrees of
+    freedom there and Evidently reports NaN (check_report_agrees accepts that pair)."""
     kind, method = (ColumnType.Numerical, config.num_method) if numeric else (ColumnType.Categorical, config.cat_method)
     reference = reference.replace([-np.inf, np.inf], np.nan).dropna()
     current = current.replace([-np.inf, np.inf], np.nan).dropna()
@@ -177,25 +250,32 @@ def judge_column(reference: pd.Series, current: pd.Series, numeric: bool, config
         raise ValueError(f"column '{name}' holds no values in the {'reference' if reference.empty else 'window'}")
     if not numeric:
         reference, current = reference.astype(str), current.astype(str)
+    else:
+        reference, current = reference.astype(np.float64), current.astype(np.float64)
+    if single_value(reference, current):
+        return ColumnDrift(name, method, 1.0, False)
     result = get_stattest(reference, current, kind, method)(reference, current, kind, alpha)
     return ColumnDrift(name, method, float(result.drift_score), bool(result.drift_score < alpha))
 
 
 def judge_columns(reference: pd.DataFrame, current: pd.DataFrame, model: WatchedModel,
-                 config: DriftConfig) -> tuple[list[ColumnDrift], ColumnDrift | None]:
+                  config: DriftConfig) -> tuple[list[ColumnDrift], ColumnDrift | None]:
     alpha = alpha_per_test(model, config)
-    numeric = set(model.numerical)
-    features = [judge_column(reference[c], current[c], c in numeric, config, alpha, c) for c in model.features]
+    features = [judge_column(reference[d.name], current[d.name], d.numeric, config, alpha, d.name)
+                for d in model.descriptors]
     prediction = (judge_column(reference[PROBABILITY], current[PROBABILITY], True, config, alpha, PROBABILITY)
                   if config.prediction_drift else None)
     return features, prediction
 
 
 def check_report_agrees(summary: DriftSummary, snapshot: Snapshot) -> None:
-    """The HTML must show the p-values the alert was decided on; a mismatch is a bug, not a warning."""
+    """The HTML must show the p-values the alert was decided on; a mismatch is a bug, not a warning.
+    Evidently's NaN beside our 1.0 is the single-valued column of judge_column, not a mismatch."""
     shown = column_p_values(snapshot)
     for column in summary.features + ([summary.prediction] if summary.prediction else []):
         method, p_value = shown.get(column.column, ("missing", float("nan")))
+        if math.isnan(p_value) and column.p_value == 1.0 and column.column in shown:
+            continue
         if not abs(p_value - column.p_value) <= P_VALUE_TOLERANCE:
             raise RuntimeError(f"Evidently's report shows p={p_value} ({method}) for '{column.column}', "
                                f"the alert used p={column.p_value} ({column.method})")
@@ -210,15 +290,15 @@ def run_drift(
     *,
     reports: bool = True,
 ) -> DriftResult:
-    """Compare one window with the reference; `current` holds the inputs, `probability`,
-    `predicted_label` and `label` (None where ground truth has not arrived yet). `reports=False` skips
+    """Compare one window with the reference; both frames hold the codec's descriptor columns, the
+    prediction columns and `label` (None where ground truth has not arrived yet). `reports=False` skips
     the HTML reports, which only draw what the summary already holds (the benchmark judges thousands)."""
+    check_quality_metric(model, quality)
     if current.empty:
         raise ValueError(f"empty window: nothing to compare with the reference of {model.name} v{model.version}")
     features, prediction = judge_columns(reference, current, model, drift)
     window_labelled = labelled(current)
     judged = len(window_labelled) >= quality.min_labelled_rows
-    positive = model.contract.positive_label or model.contract.labels[-1]
     summary = DriftSummary(
         rows=len(current),
         reference_rows=len(reference),
@@ -226,8 +306,8 @@ def run_drift(
         features=features,
         prediction=prediction,
         labelled_rows=len(window_labelled),
-        quality=quality_metrics(window_labelled, positive) if judged else None,
-        reference_quality=quality_metrics(reference, positive),
+        quality=quality_metrics(window_labelled, model) if judged else None,
+        reference_quality=quality_metrics(reference, model),
     )
     if not reports:
         return DriftResult(summary, None, None)

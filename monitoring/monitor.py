@@ -59,7 +59,7 @@ def windows_to_monitor(config: MonitoringConfig, model: WatchedModel, db_path: P
                  for w in read_manifest(config.reports_for(model.name))]
     windows = []
     for window_spec, scenario in specs:
-        frame = read_window(db_path, model.name, window_spec, model.features)
+        frame = read_window(db_path, model, window_spec)
         windows.append(Window(served_by(frame, model.version, config.window.min_rows, model.name, window_spec),
                               window_spec, scenario))
     return windows

@@ -1,119 +1,124 @@
-"""The model under watch and what it is compared with: its contract, its ONNX session, its reference rows.
+"""The model under watch and what it is compared with: its package, its codec, its reference rows.
 
-Everything is found through the registry: alias -> version -> the MLflow ONNX model directory
-(`model.onnx` + `extra_files/contract.json`) -> the contract's run id -> the reference artifacts logged
-at export time. Monitoring never guesses a file path, so it always compares production with exactly what
-the serving version was trained and validated on. Only the contract is read: no pipeline code.
+Everything is found through the registry (`modelpkg.package.load_model`): alias -> version -> the package
+(graph, contract, the assets its codec needs) -> the contract's run id -> the reference artifacts its
+export logged. Monitoring never guesses a file path, so it always compares production with exactly what
+the serving version was validated on, and it runs the package through `modelpkg.runtime.Predictor`, the
+session and decision rule the server uses: no pipeline code, and nothing here knows a model kind.
+
+Monitoring never reads raw inputs, only what a model's codec *describes* of them: the columns the drift
+tests read (`codec.descriptors`). A stored row (reference, holdout, a simulated window) reaches that
+frame on the path a request takes through the server, `codec.request -> codec.validate ->
+codec.log_entry` (what the prediction log keeps) `-> codec.describe`, so a reference row and a logged
+row are described by one function. For a tabular model that is the inputs themselves; for an image it
+is brightness, contrast, sharpness, size and format computed from the pixels; for a text its length,
+share of capitals, of unknown tokens, ...
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any, Mapping
 
 import mlflow
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from pipelines.common.contract import CONTRACT_FILE, ONNX_FILE, ModelContract
+from modelpkg.codecs import Codec, Descriptor, InvalidRequest, codec_for
+from modelpkg.contract import LABEL, ModelContract
+from modelpkg.package import PackageFiles, load_model
+from modelpkg.runtime import Predictor, prediction_columns
 
-# Columns the export stage adds to the reference beside the model inputs.
-LABEL = "label"  # ground truth, as a class label string
-PROBABILITY = "probability"  # P(positive class) by the exported model
-PREDICTED_LABEL = "predicted_label"  # class label at the contract's threshold
-EXTRA_FILES_DIR = "extra_files"  # where MLflow's ONNX flavour keeps the contract beside the model
-NUMPY_DTYPES = {"float32": np.float32, "int64": np.int64, "uint8": np.uint8}
+
+def prediction_column_names(contract: ModelContract) -> list[str]:
+    """The prediction columns of the reference and of every window (`probability`, `predicted_label`,
+    and one `probability__<label>` per class for multi-class models): whatever
+    `modelpkg.runtime.prediction_columns` writes, read off it so the names live in one place."""
+    return list(prediction_columns(np.zeros((0, len(contract.labels)), np.float32), contract))
 
 
 @dataclass(frozen=True)
 class WatchedModel:
-    """One registered version: its contract and its ONNX graph, scored without any pipeline code."""
+    """One registered version: its package, scored and described through its own codec."""
 
     name: str
     version: str
-    contract: ModelContract
-    onnx_path: Path
+    files: PackageFiles
 
     @property
-    def features(self) -> list[str]:
-        return [spec.name for spec in self.contract.inputs]
-
-    @property
-    def categorical(self) -> list[str]:
-        return [spec.name for spec in self.contract.inputs if spec.dtype == "string"]
-
-    @property
-    def numerical(self) -> list[str]:
-        return [spec.name for spec in self.contract.inputs if spec.dtype != "string"]
+    def contract(self) -> ModelContract:
+        return self.files.contract
 
     @functools.cached_property
-    def session(self) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # unused-initialiser warnings are noise here
-        return ort.InferenceSession(str(self.onnx_path), options, providers=["CPUExecutionProvider"])
+    def predictor(self) -> Predictor:
+        """The onnxruntime session, opened on first use (drift alone never needs the graph)."""
+        return Predictor(self.files)
 
-    def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Raw rows -> one [rows, 1] array per graph input, typed as the contract says."""
-        if self.contract.kind != "tabular_classifier":
-            raise NotImplementedError(f"scoring {self.contract.kind} models is not supported yet")
-        missing = [name for name in self.features if name not in frame.columns]
-        if missing:
-            raise ValueError(f"rows lack model input column(s) {missing} of {self.name} v{self.version}")
-        return {
-            spec.name: (
-                frame[spec.name].astype(str).to_numpy()
-                if spec.dtype == "string"
-                else frame[spec.name].to_numpy(dtype=NUMPY_DTYPES[spec.dtype])
-            ).reshape(-1, 1)
-            for spec in self.contract.inputs
-        }
-
-    def positive_probability(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(positive class) per row: what the champion/challenger comparison scores."""
-        probabilities = self.session.run([self.contract.probability_output], self.feeds(frame))[0]
-        return np.asarray(probabilities[:, self.positive_index], dtype=np.float64)
-
-    def with_predictions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows plus `probability` and `predicted_label`, as serving would have logged them."""
-        probability = self.positive_probability(frame)
-        negative = next(label for label in self.contract.labels if label != self.contract.positive_label)
-        return frame.assign(**{PROBABILITY: probability, PREDICTED_LABEL: np.where(
-            probability >= self.contract.threshold, self.contract.positive_label, negative)})
+    @functools.cached_property
+    def codec(self) -> Codec:
+        """The kind's codec, as the predictor's (same contract, same assets) but without a session."""
+        return codec_for(self.contract, self.files.files_dir)
 
     @property
-    def positive_index(self) -> int:
-        if self.contract.positive_label is None:
-            raise ValueError(f"{self.name} v{self.version}: the contract names no positive label")
-        return self.contract.labels.index(self.contract.positive_label)
+    def descriptors(self) -> list[Descriptor]:
+        """The columns the drift tests read, numeric or categorical, as the codec says."""
+        return self.codec.descriptors
+
+    @property
+    def prediction_columns(self) -> list[str]:
+        return prediction_column_names(self.contract)
+
+    def serve(self, rows: list[Mapping[str, Any]], *, score: bool = True) -> tuple[list[dict], np.ndarray | None]:
+        """Stored rows -> what serving would log for them: the log entries and (when `score`) the
+        [rows, classes] probabilities, through request records, codec validation and the graph."""
+        entries, parts = [], []
+        for start in range(0, len(rows), self.codec.max_batch):
+            records = self.codec.validate(self.codec.requests(rows[start:start + self.codec.max_batch]))
+            entries += [self.codec.log_entry(record) for record in records]
+            if score:
+                parts.append(self.predictor.probabilities(records))
+        if not score:
+            return entries, None
+        empty = np.zeros((0, len(self.contract.labels)), np.float32)
+        return entries, np.concatenate(parts) if parts else empty
+
+    def describe(self, entries: list[Mapping[str, Any]]) -> pd.DataFrame:
+        """Log entries -> the descriptor columns, typed by the codec (never guessed from values)."""
+        return pd.DataFrame([self.codec.describe(entry) for entry in entries],
+                            columns=self.codec.descriptor_names)
+
+    def frame(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Stored rows -> the frame a window of their predictions would give: descriptors, this version's
+        prediction columns, and the `label` where the rows carry one (the benchmark and tests judge
+        simulated windows with it)."""
+        entries, probabilities = self.serve(stored_rows(rows, self, "rows"))
+        frame = self.describe(entries).assign(**prediction_columns(probabilities, self.contract))
+        if LABEL in rows.columns:
+            frame[LABEL] = rows[LABEL].astype(str).to_numpy()
+        return frame
 
 
-def version_for(name: str, alias: str) -> str:
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException as error:
-        raise LookupError(
-            f"no version of registered model '{name}' holds alias '{alias}' in {mlflow.get_tracking_uri()}: "
-            f"train and register one first (make {name})"
-        ) from error
+def stored_rows(frame: pd.DataFrame, model: WatchedModel, what: str) -> list[dict]:
+    """A table's rows as dicts, after checking that the codec can make a request of the first one (a
+    missing column or a wrong type is named once, not as one error per row)."""
+    rows = frame.to_dict(orient="records")
+    if rows:
+        try:
+            model.codec.request(rows[0])
+        except KeyError as error:
+            raise ValueError(f"{what} of {model.name} v{model.version} lacks field {error} that its "
+                             f"{model.contract.kind} codec reads (has: {', '.join(map(str, frame.columns))})") from None
+        except InvalidRequest as error:
+            raise ValueError(f"{what} of {model.name} v{model.version}: {error}") from None
+    return rows
 
 
 def load_watched_model(name: str, *, alias: str | None = "champion", version: str | None = None) -> WatchedModel:
-    """Resolve the alias once, then download that exact version (an alias may move meanwhile)."""
-    version = version or version_for(name, alias or "champion")
-    try:
-        directory = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
-    except MlflowException as error:
-        raise LookupError(f"no version {version} of registered model '{name}' in {mlflow.get_tracking_uri()}") from error
-    contract_dir = directory / EXTRA_FILES_DIR
-    if not (contract_dir / CONTRACT_FILE).is_file() or not (directory / ONNX_FILE).is_file():
-        raise FileNotFoundError(
-            f"{name} v{version}: expected {ONNX_FILE} and {EXTRA_FILES_DIR}/{CONTRACT_FILE} in {directory}"
-        )
-    return WatchedModel(name, version, ModelContract.load(contract_dir), directory / ONNX_FILE)
+    """Resolve the alias once (or take the version given), then download that exact version."""
+    package = load_model(name, version=version) if version is not None else load_model(name, alias=alias or "champion")
+    return WatchedModel(package.name, package.version, package.files)
 
 
 def download_frame(run_id: str, artifact_path: str) -> pd.DataFrame:
@@ -131,15 +136,22 @@ def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
 
 
 def load_reference(model: WatchedModel) -> pd.DataFrame:
-    """Held-out rows with this version's own predictions: the 'no drift' baseline for every window."""
-    frame = download_frame(model.contract.run_id, model.contract.reference_artifact)
-    require_columns(frame, [*model.features, LABEL, PROBABILITY, PREDICTED_LABEL],
-                    f"reference {model.contract.reference_artifact} of {model.name} v{model.version}")
-    return frame
+    """Held-out rows with this version's own predictions (logged at export by the same package), described
+    through the codec: the 'no drift' baseline of every window."""
+    artifact = model.contract.reference_artifact
+    what = f"reference {artifact}"
+    raw = download_frame(model.contract.run_id, artifact)
+    require_columns(raw, [LABEL, *model.prediction_columns], f"{what} of {model.name} v{model.version}")
+    entries, _ = model.serve(stored_rows(raw, model, what), score=False)
+    predictions = raw[[*model.prediction_columns, LABEL]].reset_index(drop=True)
+    return pd.concat([model.describe(entries), predictions.assign(**{LABEL: predictions[LABEL].astype(str)})],
+                     axis=1)
 
 
 def load_holdout(model: WatchedModel, artifact_path: str) -> pd.DataFrame:
-    """The test split (inputs + label): the simulator's no-drift traffic and the base of its scenarios."""
+    """The test split as stored rows + `label`: the simulator's no-drift traffic and its scenarios' base."""
     frame = download_frame(model.contract.run_id, artifact_path)
-    require_columns(frame, [*model.features, LABEL], f"holdout {artifact_path} of {model.name} v{model.version}")
+    what = f"holdout {artifact_path}"
+    require_columns(frame, [LABEL], f"{what} of {model.name} v{model.version}")
+    stored_rows(frame.head(1), model, what)
     return frame

@@ -2,7 +2,10 @@
 
 A plan is a list of scenario names, one per window (e.g. no_drift, no_drift, price_increase). Each window
 draws `window_rows` rows from the model's held-out split (the test split logged at export, which the
-model never trained on), shaped by its scenario, and sends them in batches to POST /v1/<model>/predict.
+model never trained on), shaped by its scenario, turns them into the records a client sends with the
+model's own codec (`codec.request`: a table row for tabular models, a base64 file for images, the text
+for text models) and sends them in batches to POST /v1/<model>/predict. `no_drift` works for every kind;
+other scenarios are registered per project (monitoring.scenarios).
 Ground truth arrives late, as it does in production: the labels of window k are posted to the feedback
 endpoint after window k + `label_delay_windows` has been sent (`flush_labels` posts the rest at the end).
 
@@ -21,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modelpkg.codecs import Codec
+from modelpkg.contract import LABEL
 from monitoring.client import ServingClient
 from monitoring.config import MonitoringConfig
-from monitoring.reference import LABEL
 from monitoring.scenarios import get_scenario
 
 log = logging.getLogger(__name__)
@@ -42,11 +46,11 @@ class SimulatedWindow:
     pending_labels: dict[str, str] = field(default_factory=dict, repr=False)  # prediction id -> label
 
 
-def send_window(client: ServingClient, model: str, rows: pd.DataFrame, batch_rows: int) -> tuple[list[str], str]:
-    """POST the rows in batches; returns the prediction ids in row order and the serving version."""
+def send_window(client: ServingClient, model: str, records: list[dict], batch_rows: int) -> tuple[list[str], str]:
+    """POST the request records in batches; returns the prediction ids in order and the serving version."""
     ids, version = [], ""
-    for start in range(0, len(rows), batch_rows):
-        answer = client.predict(model, rows.iloc[start:start + batch_rows])
+    for start in range(0, len(records), batch_rows):
+        answer = client.predict(model, records[start:start + batch_rows])
         ids += [prediction["id"] for prediction in answer["predictions"]]
         version = str(answer["version"])
     return ids, version
@@ -66,8 +70,9 @@ def post_labels(client: ServingClient, model: str, window: SimulatedWindow, batc
 
 
 def simulate(config: MonitoringConfig, model: str, client: ServingClient, pool: pd.DataFrame, plan: list[str], *,
-             features: list[str], flush_labels: bool = False) -> list[SimulatedWindow]:
-    """Send each planned window to the server; labels follow `label_delay_windows` windows later."""
+             codec: Codec, flush_labels: bool = False) -> list[SimulatedWindow]:
+    """Send each planned window to the server (records made by the model's codec from the pool's stored
+    rows); labels follow `label_delay_windows` windows later."""
     settings = config.simulate
     scenario_params = config.model(model).scenarios
     scenarios = [get_scenario(model, name) for name in plan]  # unknown names fail before any traffic
@@ -76,7 +81,8 @@ def simulate(config: MonitoringConfig, model: str, client: ServingClient, pool: 
     for index, scenario in enumerate(scenarios):
         rows = scenario.draw(pool, settings.window_rows, rng, scenario_params.get(scenario.name, {}))
         started = time.time()
-        ids, version = send_window(client, model, rows[features], settings.batch_rows)
+        records = codec.requests(rows.drop(columns=[LABEL]).to_dict(orient="records"))
+        ids, version = send_window(client, model, records, settings.batch_rows)
         window = SimulatedWindow(index, scenario.name, len(rows), started, time.time(), version)
         window.pending_labels = labels_to_post(ids, rows[LABEL], settings.label_share, rng)
         windows.append(window)

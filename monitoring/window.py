@@ -1,8 +1,12 @@
 """A window of production traffic: rows of the prediction log as a frame shaped like the reference.
 
 Monitoring reads the log only through `serving.predlog.read_predictions` (serving owns the table layout)
-and turns each logged prediction into one row: the raw inputs, `probability`, `predicted_label`, the
-ground-truth `label` (None until feedback arrives), plus `id`, `ts` and `version` for bookkeeping.
+and turns each logged prediction into one row: what the model's codec describes of the logged entry
+(`codec.describe`: the tabular inputs, an image's brightness and size, a text's length, ...), the
+prediction columns of the logged answer (`modelpkg.runtime.answer_columns`: `probability`,
+`predicted_label`, and the per-class probabilities of multi-class models), the ground-truth `label`
+(None until feedback arrives), plus `id`, `ts` and `version` for bookkeeping. The reference is described
+by the same codec (monitoring.reference), so the two frames always have the same columns.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from monitoring.reference import LABEL, PREDICTED_LABEL, PROBABILITY
+from modelpkg.contract import LABEL
+from modelpkg.runtime import answer_columns
+from monitoring.reference import WatchedModel
 from serving.predlog import read_predictions
 
 ID, TS, VERSION = "id", "ts", "version"
@@ -53,26 +59,32 @@ def parse_time(text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def records_to_frame(records: list[dict], features: list[str]) -> pd.DataFrame:
-    """Logged predictions -> one row each; a logged input that lacks a feature is an error, not a NaN."""
+def records_to_frame(records: list[dict], model: WatchedModel) -> pd.DataFrame:
+    """Logged predictions -> one row each; a logged entry that lacks a descriptor is an error, not a NaN."""
     rows = []
     for record in records:
-        inputs, outputs = record["inputs"], record["outputs"]
-        missing = [name for name in features if name not in inputs]
-        if missing:
-            raise ValueError(f"prediction {record['id']} lacks input(s) {missing}: was it logged by another model?")
-        rows.append({ID: record["id"], TS: record["ts"], VERSION: str(record["version"]),
-                     **{name: inputs[name] for name in features},
-                     PROBABILITY: float(outputs["probability"]), PREDICTED_LABEL: str(outputs["label"]),
+        try:
+            described = model.codec.describe(record["inputs"])
+            answered = answer_columns(record["outputs"], model.contract)
+        except KeyError as error:
+            raise ValueError(f"prediction {record['id']} of {model.name} lacks {error} that the "
+                             f"{model.contract.kind} codec reads: was it logged by another model?") from None
+        rows.append({ID: record["id"], TS: record["ts"], VERSION: str(record["version"]), **described, **answered,
                      LABEL: record["label"]})
-    return pd.DataFrame(rows, columns=[ID, TS, VERSION, *features, PROBABILITY, PREDICTED_LABEL, LABEL])
+    return pd.DataFrame(rows, columns=[ID, TS, VERSION, *model.codec.descriptor_names, *model.prediction_columns,
+                                       LABEL])
 
 
-def read_window(db_path: str | Path, model: str, spec: WindowSpec, features: list[str]) -> pd.DataFrame:
+def read_records(db_path: str | Path, model: str, spec: WindowSpec) -> list[dict]:
+    """The window's logged predictions as serving.predlog returns them (LookupError when there is none)."""
     records = read_predictions(db_path, model, start_ts=spec.start_ts, end_ts=spec.end_ts, last_n=spec.last_n)
     if not records:
         raise LookupError(f"no predictions for model '{model}' in window ({spec.describe()}) of {db_path}")
-    return records_to_frame(records, features)
+    return records
+
+
+def read_window(db_path: str | Path, model: WatchedModel, spec: WindowSpec) -> pd.DataFrame:
+    return records_to_frame(read_records(db_path, model.name, spec), model)
 
 
 def served_by(frame: pd.DataFrame, version: str, min_rows: int, model: str, spec: WindowSpec) -> pd.DataFrame:

@@ -1,19 +1,22 @@
-"""The FastAPI app: one process serves every configured model through its adapter.
+"""The FastAPI app: one process serves every configured model, of any kind, through one adapter.
 
 Routes: /health (alive), /ready (every model loaded), /v1/models, /v1/<model>/predict,
 /v1/<model>/feedback, /metrics, /admin/reload. `create_app(config)` builds it; `python -m serving`
-runs it under uvicorn.
+runs it under uvicorn. Nothing here knows a model kind: the contract's codec does (serving/adapter.py).
 
 The predict path is the hot path and is written for it (docs/serving.md has the profile): the body is
-validated straight from bytes by the adapter's pydantic schema, onnxruntime runs inline (a tabular model
-takes tens of microseconds, less than a hop to a thread pool), the prediction log is encoded and written
-by its own thread, request metrics are recorded after the last response byte, prediction metrics are one
-batched update, and the response JSON is written by orjson instead of through a response model.
+validated straight from bytes by the codec's pydantic schema; with `execution: inline` onnxruntime runs
+on the event loop (a tabular model takes tens of microseconds, less than a hop to a thread pool), with
+`execution: thread` decoding and the graph run in a worker thread (a CNN's milliseconds must not stall
+every other request); the prediction log is encoded and written by its own thread, request metrics are
+recorded after the last response byte, prediction metrics are one batched update, and the response JSON
+is written by orjson instead of through a response model.
 """
 
 import asyncio
 import gc
 import hmac
+import json
 import os
 import time
 from contextlib import asynccontextmanager
@@ -21,22 +24,25 @@ from dataclasses import dataclass
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from serving.adapters import InvalidRequest
+from serving.adapter import InvalidRequest
 from serving.config import ServingConfig
 from serving.ids import IdFactory
 from serving.metrics import CONTENT_TYPE, NoMetrics, ServingMetrics
-from serving.middleware import BodyLimitMiddleware, ObservabilityMiddleware
+from serving.middleware import BodyLimitMiddleware, ObservabilityMiddleware, header
 from serving.models import ModelStore, ModelUnavailable
 from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError
-from serving.schemas import ERROR_RESPONSES, FeedbackAccepted, PredictResponse, feedback_request
+from serving.schemas import ERROR_RESPONSES, PREDICT_RESPONSES, FeedbackAccepted, PredictResponse, feedback_request
 from serving.sources import ModelSource, source_for
 
 API_KEY_HEADER = "X-API-Key"
 GENERIC_RECORDS = {"type": "array", "items": {"type": "object"}}  # docs of a model that is not loaded
+JSON = "application/json"
 
 
 @dataclass
@@ -88,9 +94,16 @@ def create_app(config: ServingConfig, source: ModelSource | None = None) -> Fast
     for model in config.models:
         add_model_routes(app, services, model.name)
     app.openapi = lambda: contract_openapi(app, services)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes,
+                       path_limits=model_body_limits(config))
     app.add_middleware(ObservabilityMiddleware, metrics=services.metrics)  # outermost: sees every status
     return app
+
+
+def model_body_limits(config: ServingConfig) -> dict[str, int]:
+    """Each model's own body limit, for each of its routes."""
+    return {f"/v1/{model.name}/{route}": config.settings(model.name).max_body_bytes
+            for model in config.models for route in ("predict", "feedback")}
 
 
 def settle_garbage_collector() -> None:
@@ -101,10 +114,22 @@ def settle_garbage_collector() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- errors
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped. Error details echo the client's input, and a lone
+    surrogate (valid as a JSON escape, not encodable as UTF-8) would turn a 422 into a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)
     async def invalid_request(request: Request, error: InvalidRequest) -> JSONResponse:
-        return JSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in error.errors]}, status_code=422)
+        return AsciiJSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in error.errors]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
     @app.exception_handler(ModelUnavailable)
     async def model_unavailable(request: Request, error: ModelUnavailable) -> JSONResponse:
@@ -119,12 +144,18 @@ def add_error_handlers(app: FastAPI) -> None:
 def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
     """POST /v1/<name>/predict and /v1/<name>/feedback for one configured model."""
     FeedbackRequest = feedback_request(services.config.limits.max_feedback_items)
+    threaded = services.config.settings(name).execution == "thread"
 
     async def predict(request: Request) -> Response:
         started, ts = time.perf_counter(), time.time()
         model = services.store.get(name)  # this request's version, to its end, even across a reload
-        records = model.adapter.parse(await request.body())
-        outputs = model.predict(records)
+        check_media_type(request, model.adapter.media_type)
+        body = await request.body()
+        if threaded:  # decode + graph in a worker thread (onnxruntime and Pillow release the GIL meanwhile)
+            records, outputs = await asyncio.get_running_loop().run_in_executor(None, model.parse_and_predict, body)
+        else:
+            records = model.adapter.parse(body)
+            outputs = model.predict(records)
         ids = services.ids.take(len(outputs))
         request_id = request.scope["request_id"]
         if services.predlog:
@@ -156,17 +187,27 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
 
     app.add_api_route(f"/v1/{name}/predict", predict, methods=["POST"], tags=[name],
                       summary=f"Predict with the serving version of {name}", response_model=PredictResponse,
-                      responses=ERROR_RESPONSES, openapi_extra={"requestBody": _body(GENERIC_RECORDS)},
-                      description="A JSON list of records; one prediction per record, in order. "
-                                  "The request id is echoed in X-Request-ID (send one to choose it).")
+                      responses=PREDICT_RESPONSES, openapi_extra={"requestBody": _body(GENERIC_RECORDS, JSON)},
+                      description="A list of records in the model's media type (JSON for every kind so far); "
+                                  "one prediction per record, in order. The request id is echoed in "
+                                  "X-Request-ID (send one to choose it).")
     app.add_api_route(f"/v1/{name}/feedback", feedback, methods=["POST"], tags=[name],
                       summary=f"Record true labels for earlier {name} predictions", response_model=FeedbackAccepted,
                       responses=ERROR_RESPONSES)
 
 
-def _body(schema: dict, example=None) -> dict:
+def check_media_type(request: Request, media_type: str) -> None:
+    """415 unless the body is sent as the model's media type. A request without a Content-Type is read
+    as that type: plain clients (`httpx.post(content=...)`, scripts) often send none, and the body is
+    validated anyway."""
+    sent = header(request.scope, b"content-type")
+    if sent and sent.split(";", 1)[0].strip().lower() != media_type:
+        raise HTTPException(415, f"unsupported Content-Type {sent!r}: {request.url.path} takes {media_type}")
+
+
+def _body(schema: dict, media_type: str, example=None) -> dict:
     content = {"schema": schema} | ({"example": example} if example is not None else {})
-    return {"required": True, "content": {"application/json": content}}
+    return {"required": True, "content": {media_type: content}}
 
 
 def contract_openapi(app: FastAPI, services: Services) -> dict:
@@ -179,7 +220,8 @@ def contract_openapi(app: FastAPI, services: Services) -> dict:
             continue
         body = model.adapter.request_schema()
         components.update(body.pop("$defs", {}))
-        schema["paths"][f"/v1/{name}/predict"]["post"]["requestBody"] = _body(body, [model.adapter.example])
+        schema["paths"][f"/v1/{name}/predict"]["post"]["requestBody"] = _body(
+            body, model.adapter.media_type, [model.adapter.example])
     return schema
 
 

@@ -8,10 +8,11 @@ and the shared YAML loader (no training code), so the serving process stays smal
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipelines.common.config import Config, load_config
 
@@ -36,12 +37,6 @@ class ServerConfig(Config):
     graceful_shutdown_seconds: float = Field(gt=0)
 
 
-class ModelConfig(Config):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the URL segment: /v1/<name>/predict
-    alias: str = "champion"
-    example: dict | None = None  # one request record for the API docs (the contract's own is used if invalid)
-
-
 class SourceConfig(Config):
     """Where models come from: the MLflow registry (development) or exported bundles (deployment)."""
 
@@ -61,6 +56,42 @@ class OnnxRuntimeConfig(Config):
     intra_op_threads: int = Field(ge=0)  # 0 = onnxruntime's choice (all cores)
     inter_op_threads: int = Field(ge=0)
     allow_spinning: bool = False
+
+
+class ModelLimitsConfig(Config):
+    """A model's own limits; a key left out takes the top-level `limits` value."""
+
+    max_body_bytes: int | None = Field(None, gt=0)
+    max_batch: int | None = Field(None, gt=0)
+
+
+class ModelOnnxRuntimeConfig(Config):
+    """A model's own session settings; a key left out takes the top-level `onnxruntime` value."""
+
+    intra_op_threads: int | None = Field(None, ge=0)
+    inter_op_threads: int | None = Field(None, ge=0)
+    allow_spinning: bool | None = None
+
+
+class ModelConfig(Config):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the URL segment: /v1/<name>/predict
+    alias: str = "champion"
+    example: dict | None = None  # one request record for the API docs (the contract's own is used if invalid)
+    # inline: onnxruntime runs on the event loop (a tabular model's 30 us cost less than a hop to a thread);
+    # thread: decoding and onnxruntime run in a worker thread (a CNN's milliseconds must not stall the loop)
+    execution: Literal["inline", "thread"] = "inline"
+    limits: ModelLimitsConfig = ModelLimitsConfig()
+    onnxruntime: ModelOnnxRuntimeConfig = ModelOnnxRuntimeConfig()
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What one model is served with: its own overrides over the top-level defaults, resolved once."""
+
+    execution: Literal["inline", "thread"]
+    max_body_bytes: int
+    max_batch: int
+    onnxruntime: OnnxRuntimeConfig
 
 
 class PredictionLogConfig(Config):
@@ -94,15 +125,33 @@ class ServingConfig(Config):
     metrics: MetricsConfig
     admin: AdminConfig
 
+    @field_validator("models")
+    @classmethod
+    def distinct_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [model.name for model in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be distinct (they are URL segments): {names}")
+        return models
+
     def model(self, name: str) -> ModelConfig:
         return next(model for model in self.models if model.name == name)
 
+    def settings(self, name: str) -> ModelSettings:
+        """The limits, session settings and execution of model `name`: its own, else the defaults."""
+        model = self.model(name)
+        limits = self.limits.model_dump() | model.limits.model_dump(exclude_none=True)
+        session = self.onnxruntime.model_dump() | model.onnxruntime.model_dump(exclude_none=True)
+        return ModelSettings(execution=model.execution, max_body_bytes=limits["max_body_bytes"],
+                             max_batch=limits["max_batch"],
+                             onnxruntime=OnnxRuntimeConfig(**session))
 
-def with_overrides(config: ServingConfig, **sections: dict) -> ServingConfig:
-    """A copy with some keys replaced, validated again: `with_overrides(c, metrics={"enabled": False})`."""
+
+def with_overrides(config: ServingConfig, **sections: dict | list) -> ServingConfig:
+    """A copy with some keys replaced, validated again: `with_overrides(c, metrics={"enabled": False})`.
+    A mapping is merged into its section; anything else (the `models` list) replaces it."""
     raw = config.model_dump()
     for section, values in sections.items():
-        raw[section] = raw[section] | values
+        raw[section] = raw[section] | values if isinstance(values, dict) else values
     return ServingConfig.model_validate(raw)
 
 

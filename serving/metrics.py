@@ -2,7 +2,7 @@
 
 Request counts by route and status, latency histograms by route, the prediction distribution per model
 (labels and a probability histogram) and which version of each model is serving. Route labels are route
-templates (`/v1/churn/predict`), never raw paths, so a scanner cannot blow up the number of series.
+templates (`/v1/<model>/predict`), never raw paths, so a scanner cannot blow up the number of series.
 
 Cost matters: these calls run on every request. Label lookups (`.labels(...)`, a lock and a dict each)
 are cached per label set, and a batch of probabilities lands in the histogram in one locked update.

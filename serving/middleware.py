@@ -59,18 +59,22 @@ class ObservabilityMiddleware:
 class BodyLimitMiddleware:
     """413 for bodies over the limit: at once from Content-Length, or as soon as a chunked body passes it.
 
-    The body is never buffered beyond the limit, so a huge upload cannot exhaust memory."""
+    Each model's routes take that model's `max_body_bytes` (`path_limits`, looked up by exact path: one
+    dict lookup a request), every other path the default. The body is never buffered beyond the limit,
+    so a huge upload cannot exhaust memory."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, path_limits: dict[str, int] | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.path_limits.get(scope["path"], self.max_body_bytes)
         declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._reject(send, limit)
         received = 0
 
         async def limited_receive() -> Message:
@@ -78,17 +82,18 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise HTTPException(413, self._detail())  # becomes a 413 response in the app
+                if received > limit:
+                    raise HTTPException(413, too_large(limit))  # becomes a 413 response in the app
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _detail(self) -> str:
-        return f"request body too large: at most {self.max_body_bytes} bytes"
-
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps({"detail": self._detail()}).encode()
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = json.dumps({"detail": too_large(limit)}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+def too_large(limit: int) -> str:
+    return f"request body too large: at most {limit} bytes"

@@ -1,10 +1,14 @@
 """The models being served: load a bundle into an onnxruntime session, and swap versions atomically.
 
-A `LoadedModel` is immutable: contract, session and adapter of one version, together. The store maps
-each configured name to its current `LoadedModel`; a request takes that object once, at its start, and
-uses it to the end. Reload builds the new version completely (download, session, warm-up prediction)
-before one dict assignment makes it current, so requests in flight finish on the old session, new ones
-start on the new, and none sees half a model. Python drops the old session once its last request ends.
+A `LoadedModel` is immutable: contract, session, adapter and settings of one version, together. The
+store maps each configured name to its current `LoadedModel`; a request takes that object once, at its
+start, and uses it to the end. Reload builds the new version completely (download, session, warm-up
+prediction) before one dict assignment makes it current, so requests in flight finish on the old
+session, new ones start on the new, and none sees half a model. Python drops the old session once its
+last request ends.
+
+The session, its input check, the codec and the label rule are `modelpkg.runtime`'s (`Predictor`,
+`answers`): the server scores exactly as export's parity check and monitoring do.
 
 A model that fails to load is recorded with its reason (for /ready and the log) and never stops the
 other models from serving; a failed reload keeps the previous version serving.
@@ -16,18 +20,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import onnxruntime as ort
 
-from pipelines.common.contract import ONNX_FILE, ModelContract
-from serving.adapters import Adapter, adapter_class
-from serving.config import ModelConfig, OnnxRuntimeConfig, ServingConfig
+from modelpkg.contract import ModelContract
+from modelpkg.runtime import Predictor, SessionSettings
+from serving.adapter import Adapter
+from serving.config import ModelConfig, ModelSettings, ServingConfig
 from serving.sources import ModelSource, ResolvedModel
 
 log = logging.getLogger(__name__)
-ORT_LOG_ERRORS_ONLY = 3  # onnxruntime severity: 0 verbose ... 3 error, 4 fatal
 
 
 class ModelUnavailable(RuntimeError):
@@ -36,70 +39,60 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One version, ready to predict: what it is (contract, version) and what runs it (session, adapter)."""
+    """One version, ready to predict: what it is (contract, version), what runs it (session, adapter) and
+    how it is served (settings: limits, threads, execution)."""
 
     name: str
     version: str
     alias: str
     source: str
     contract: ModelContract
-    session: ort.InferenceSession
+    predictor: Predictor  # the codec and the onnxruntime session
     adapter: Adapter
+    settings: ModelSettings
     loaded_at: float
 
     def predict(self, records: list[Any]) -> list[dict]:
-        names = self.adapter.output_names
-        outputs = self.session.run(names, self.adapter.feeds(records))
-        return self.adapter.outputs(dict(zip(names, outputs)))
+        """Decoded records -> one answer per record."""
+        return self.adapter.outputs(self.predictor.probabilities(records))
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        return self.predictor.session
+
+    def parse_and_predict(self, body: bytes) -> tuple[list[Any], list[dict]]:
+        """The whole CPU part of a request (decode, feeds, graph): what `execution: thread` runs off the loop."""
+        records = self.adapter.parse(body)
+        return records, self.predict(records)
 
     def describe(self) -> dict:
         """What /v1/models says about this model."""
-        contract = self.contract
+        contract, settings = self.contract, self.settings
         return {
             "name": self.name, "status": "loaded", "version": self.version, "alias": self.alias,
             "run_id": contract.run_id, "source": self.source, "kind": contract.kind,
             "model_type": contract.model_type, "labels": contract.labels,
             "positive_label": contract.positive_label, "threshold": contract.threshold,
+            "id_field": contract.id_field, "media_type": self.adapter.media_type,
             "inputs": [spec.model_dump(exclude_defaults=True) for spec in contract.inputs],
             "metrics": contract.metrics, "created_at": contract.created_at, "loaded_at": self.loaded_at,
+            "serving": {"execution": settings.execution, "max_batch": settings.max_batch,
+                        "max_body_bytes": settings.max_body_bytes},
         }
-
-
-def open_session(path: Path, config: OnnxRuntimeConfig) -> ort.InferenceSession:
-    """CPU session sized by the config. Small models want one thread and no spinning: the request
-    concurrency already keeps the cores busy, and spinning threads would steal the event loop's CPU."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = config.intra_op_threads
-    options.inter_op_num_threads = config.inter_op_threads
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = ORT_LOG_ERRORS_ONLY
-    if not config.allow_spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def check_inputs(contract: ModelContract, session: ort.InferenceSession) -> None:
-    """The graph must take exactly the inputs the contract describes, or every request would fail."""
-    graph = {node.name for node in session.get_inputs()}
-    promised = {spec.name for spec in contract.inputs}
-    if graph != promised:
-        raise ValueError(f"contract and ONNX graph disagree on inputs: only in contract {sorted(promised - graph)}, "
-                         f"only in graph {sorted(graph - promised)}")
 
 
 def load_model(resolved: ResolvedModel, model_config: ModelConfig, config: ServingConfig) -> LoadedModel:
     """Open one bundle and prove it predicts (on the adapter's example) before anyone relies on it."""
-    contract = ModelContract.load(resolved.directory)
+    contract = resolved.files.contract
     if contract.name != model_config.name:
         raise ValueError(f"{resolved.directory}: contract is for model {contract.name!r}, not {model_config.name!r}")
-    session = open_session(resolved.directory / ONNX_FILE, config.onnxruntime)
-    check_inputs(contract, session)
-    adapter = adapter_class(contract.kind)(contract, max_batch=config.limits.max_batch, example=model_config.example)
+    settings = config.settings(model_config.name)
+    predictor = Predictor(resolved.files, settings=SessionSettings(**settings.onnxruntime.model_dump()),
+                          max_batch=settings.max_batch, example=model_config.example)
     model = LoadedModel(name=resolved.name, version=resolved.version, alias=resolved.alias, source=resolved.source,
-                        contract=contract, session=session, adapter=adapter, loaded_at=time.time())
-    model.predict(adapter.example_records())
+                        contract=contract, predictor=predictor, adapter=Adapter(predictor.codec),
+                        settings=settings, loaded_at=time.time())
+    model.predict(model.adapter.example_records())
     return model
 
 

@@ -1,4 +1,4 @@
-"""The API's own request and response bodies (the predict request body is the adapter's, per model).
+"""The API's own request and response bodies (the predict request body is the model's codec's).
 
 They document the API in /docs; the predict route writes its JSON directly, for speed, in this shape.
 """
@@ -53,4 +53,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorDetail, "description": "request body over the configured limit"},
     422: {"model": ErrorDetail, "description": "invalid request: each error names its field"},
     503: {"model": ErrorDetail, "description": "model not loaded, or the prediction log unavailable"},
+}
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = ERROR_RESPONSES | {
+    415: {"model": ErrorDetail, "description": "Content-Type is not the model's media type"},
 }

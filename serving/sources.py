@@ -1,9 +1,9 @@
 """Where a served model comes from: an exported bundle folder, or an alias in the MLflow registry.
 
-Both end in the same place, a flat bundle folder (`model.onnx` + `contract.json`, plus `bundle.json`
-naming the registered version), so everything after this module is the same in development and in
-deployment. Only the registry source imports MLflow, and only when it is used: a server started from
-bundles never loads it.
+Both end in the same place, a flat bundle folder (`modelpkg.package`'s layout: the graph, the contract
+and the assets the contract lists, plus `bundle.json` naming the registered version), so everything
+after this module is the same in development and in deployment. Only the registry source imports
+MLflow, and only when it is used: a server started from bundles never loads it.
 """
 
 from __future__ import annotations
@@ -11,30 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pipelines.common.contract import CONTRACT_FILE, ONNX_FILE
+from modelpkg.package import PackageFiles, load_model, package_files, resolve_version, write_bundle
 from serving.config import SourceConfig
 
 log = logging.getLogger(__name__)
 
 BUNDLE_META = "bundle.json"  # registered name, version, alias and source URI of a bundle
-MLFLOW_EXTRA_FILES = "extra_files"  # where mlflow's log_model(extra_files=...) puts the contract
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model version on local disk, in the flat bundle layout."""
+    """A model version on local disk, in the flat bundle layout, its files checked."""
 
     name: str
     version: str
     alias: str
-    directory: Path
-    source: str  # where it came from: models:/churn/3, or the bundle folder
+    files: PackageFiles
+    source: str  # where it came from: models:/<name>/<version>, or the bundle folder
+
+    @property
+    def directory(self) -> Path:
+        return self.files.directory
 
     def write_meta(self, directory: Path) -> None:
         meta = {"name": self.name, "version": self.version, "alias": self.alias, "source": self.source}
@@ -45,12 +47,6 @@ class ModelSource(Protocol):
     def resolve(self, name: str, alias: str) -> ResolvedModel: ...
 
 
-def check_bundle(directory: Path) -> None:
-    missing = [file for file in (ONNX_FILE, CONTRACT_FILE) if not (directory / file).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{directory}: not a model bundle, missing {', '.join(missing)}")
-
-
 class BundleSource:
     """Deployment: `<root>/<name>/` holds each model, as `python -m serving.bundle` exported it."""
 
@@ -59,18 +55,17 @@ class BundleSource:
 
     def resolve(self, name: str, alias: str) -> ResolvedModel:
         directory = self.root / name
-        check_bundle(directory)
+        files = package_files(directory)  # names whatever is missing, assets included
         meta_file = directory / BUNDLE_META
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        return ResolvedModel(name=name, version=str(meta.get("version", "unknown")),
-                             alias=meta.get("alias", alias), directory=directory,
-                             source=meta.get("source", str(directory)))
+        return ResolvedModel(name=name, version=str(meta.get("version", "unknown")), alias=meta.get("alias", alias),
+                             files=files, source=meta.get("source", str(directory)))
 
 
 class RegistrySource:
     """Development: resolve `<name>@<alias>` in MLflow and download that version to a local cache.
 
-    The cache holds one folder per version and run (`<name>/v<version>-<run id>`): a registered version
+    The cache holds one bundle per version and run (`<name>/v<version>-<run id>`): a registered version
     never changes, so it is downloaded once; the run id keeps two stores' "version 1" apart.
     """
 
@@ -80,13 +75,13 @@ class RegistrySource:
 
     def resolve(self, name: str, alias: str) -> ResolvedModel:
         client = self._client()
-        version = client.get_model_version_by_alias(name, alias)
-        directory = self.cache_dir / name / f"v{version.version}-{version.run_id}"
-        source = f"models:/{name}/{version.version}"
+        version = resolve_version(name, alias)  # LookupError naming the alias when none holds it
+        run_id = client.get_model_version(name, version).run_id
+        directory = self.cache_dir / name / f"v{version}-{run_id}"
+        source = f"models:/{name}/{version}"
         if not (directory / BUNDLE_META).is_file():
-            self._download(source, directory)
-        resolved = ResolvedModel(name=name, version=str(version.version), alias=alias, directory=directory,
-                                 source=source)
+            self._download(name, version, directory)
+        resolved = ResolvedModel(name=name, version=version, alias=alias, files=package_files(directory), source=source)
         resolved.write_meta(directory)
         return resolved
 
@@ -100,22 +95,13 @@ class RegistrySource:
         mlflow.set_registry_uri(self.tracking_uri)
         return MlflowClient()
 
-    def _download(self, uri: str, directory: Path) -> None:
-        """Download into a temporary folder, flatten it into a bundle, then rename: never half a model."""
-        import mlflow
-
+    def _download(self, name: str, version: str, directory: Path) -> None:
+        """Download the MLflow model into a temporary folder, then flatten it into the cache as a bundle
+        (graph, contract, assets; write_bundle never leaves half a bundle under the final name)."""
         directory.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
-            downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=f"{tmp}/mlflow"))
-            bundle = Path(tmp) / "bundle"
-            bundle.mkdir()
-            shutil.copy2(downloaded / ONNX_FILE, bundle / ONNX_FILE)
-            contract = downloaded / MLFLOW_EXTRA_FILES / CONTRACT_FILE
-            shutil.copy2(contract if contract.is_file() else downloaded / CONTRACT_FILE, bundle / CONTRACT_FILE)
-            check_bundle(bundle)
-            shutil.rmtree(directory, ignore_errors=True)
-            bundle.rename(directory)
-        log.info("downloaded %s to %s", uri, directory)
+            write_bundle(load_model(name, version=version, dst_path=tmp).files, directory)
+        log.info("downloaded models:/%s/%s to %s", name, version, directory)
 
 
 def source_for(config: SourceConfig) -> ModelSource:

@@ -51,10 +51,10 @@ def plain(value: Any, dtype: str) -> Any:
 class TabularCodec(Codec):
     kind = "tabular_classifier"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.specs = [(spec.name, NUMPY_DTYPES[spec.dtype]) for spec in self.contract.inputs]
-        self.allowed = {spec.name: spec.allowed for spec in self.contract.inputs if spec.allowed}
+    def __init__(self, contract, *args, **kwargs):
+        self.specs = [(spec.name, NUMPY_DTYPES[spec.dtype]) for spec in contract.inputs]
+        self.allowed = {spec.name: spec.allowed for spec in contract.inputs if spec.allowed}
+        super().__init__(contract, *args, **kwargs)  # checks the example, whose errors read the two above
 
     def record_type(self) -> type:
         """Every contract input required, the id field optional, nothing else."""

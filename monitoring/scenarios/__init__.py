@@ -3,7 +3,8 @@
 The machinery here knows nothing of any project. A project module (e.g. `monitoring.scenarios.churn`)
 defines `SCENARIOS`, a dict of `Scenario`; its parameters come from configs/monitoring.yaml
 (`models.<name>.scenarios.<scenario>`), so the strength of each shift is visible and tunable. Every
-project also gets `no_drift`: rows drawn as they are, the traffic the model was built for.
+model, of any kind and with or without a module, gets `no_drift`: rows drawn as they are, the traffic the
+model was built for (scenarios only pick and edit stored rows; the codec turns them into requests).
 
 A scenario draws its own rows from the pool (rather than editing a uniform sample) because most real
 shifts change *who* arrives, not what one customer looks like: resampling real rows keeps each row
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 NO_DRIFT = "no_drift"
-# Project name -> module defining SCENARIOS. Vision and text register here when they land.
+# Project name -> module defining SCENARIOS. Vision and text register theirs here when they land.
 PROJECT_MODULES = {"churn": "monitoring.scenarios.churn"}
 
 # (pool of held-out rows, rows wanted, random generator, **parameters) -> the window's rows
@@ -61,9 +62,9 @@ NO_DRIFT_SCENARIO = Scenario(NO_DRIFT, "held-out rows drawn at random: the traff
 
 
 def scenarios_for(project: str) -> dict[str, Scenario]:
-    if project not in PROJECT_MODULES:
-        raise ValueError(f"no drift scenarios for '{project}' (known: {', '.join(PROJECT_MODULES)})")
-    return {NO_DRIFT: NO_DRIFT_SCENARIO} | importlib.import_module(PROJECT_MODULES[project]).SCENARIOS
+    """`no_drift` for every project, plus those its module registers (none registered: no_drift only)."""
+    registered = importlib.import_module(PROJECT_MODULES[project]).SCENARIOS if project in PROJECT_MODULES else {}
+    return {NO_DRIFT: NO_DRIFT_SCENARIO} | registered
 
 
 def get_scenario(project: str, name: str) -> Scenario:

@@ -32,3 +32,20 @@ def classification_metrics(split: str, y: np.ndarray, probabilities: np.ndarray,
     else:
         metrics["macro_f1"] = macro_f1(y, np.eye(p.shape[1])[predicted]) if len(y) else float("nan")
     return {f"{split}_{name}" if split else name: value for name, value in metrics.items()}
+
+
+def calibration_bins(y: np.ndarray, probabilities: np.ndarray, bins: int) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, rows) per equal-width confidence bin of the predicted class."""
+    p = probability_matrix(probabilities)
+    confidence, correct = p.max(axis=1), (p.argmax(axis=1) == np.asarray(y, dtype=int))
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    return [(float(confidence[which == b].mean()), float(correct[which == b].mean()), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(y: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> float:
+    """ECE: the row-weighted gap between confidence and accuracy over the bins (0 = perfectly calibrated)."""
+    table = calibration_bins(y, probabilities, bins)
+    rows = sum(count for _, _, count in table)
+    return float(sum(count * abs(confidence - accuracy) for confidence, accuracy, count in table) / max(rows, 1))

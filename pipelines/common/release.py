@@ -30,7 +30,7 @@ import pandas as pd
 from modelpkg.codecs import InvalidRequest
 from modelpkg.contract import HOLDOUT_ARTIFACT, LABEL, REFERENCE_ARTIFACT, ModelContract
 from modelpkg.package import PackageFiles, load_model, log_model, save_package
-from modelpkg.runtime import Predictor, decide, prediction_columns
+from modelpkg.runtime import Predictor, class_indices, decide, prediction_columns
 from pipelines.common import registry, tracking
 from pipelines.common.bootstrap import Decision, decide as decide_promotion
 from pipelines.common.config import DecisionConfig
@@ -63,14 +63,6 @@ class Released:
     contract: ModelContract
     parity: ParityReport
     decision: Decision | None  # the champion comparison, when there was one
-
-
-def label_indices(labels: pd.Series, contract: ModelContract) -> np.ndarray:
-    index = {label: i for i, label in enumerate(contract.labels)}
-    unknown = sorted(set(map(str, labels)) - set(index))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not classes of {contract.name} (classes: {contract.labels})")
-    return np.array([index[str(label)] for label in labels], dtype=int)
 
 
 def stored_rows(frame: pd.DataFrame) -> list[dict]:
@@ -124,7 +116,7 @@ def release(ctx: StageContext, candidate: Candidate, *, parity_atol: float, prom
         mlflow.log_metrics(parity.as_metrics("test_onnx"))
         log.info("ONNX parity on %d test rows: max |diff| %.2e", parity.rows, parity.max_abs_diff)
 
-        y = label_indices(candidate.test[LABEL], draft)
+        y = class_indices(candidate.test[LABEL], draft)
         metrics = classification_metrics("test", y, p_test, decide(p_test, draft)[0], draft.positive_index)
         metrics = {name: value for name, value in metrics.items() if np.isfinite(value)}
         mlflow.log_metrics(metrics)

@@ -24,8 +24,8 @@ from pipelines.common.config import load_config
 
 log = logging.getLogger(__name__)
 
-# Project name -> module defining PROJECT. Vision and text register here when they land.
-PROJECT_MODULES = {"churn": "pipelines.churn.project"}
+# Project name -> module defining PROJECT. Vision registers here when it lands.
+PROJECT_MODULES = {"churn": "pipelines.churn.project", "text": "pipelines.text.project"}
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ def format_value(value: object) -> str:
 
 def print_summary(project: str, result: PipelineResult) -> None:
     summary = dict(result.summary)
-    table = summary.pop("model_table", None)
+    tables = [summary.pop(key) for key in list(summary) if key.endswith("_table")]  # printed as blocks
     print(f"\n=== {project}: pipeline run {result.parent_run_id} finished in {result.seconds:.1f} s ===")
-    if table is not None:
+    for table in tables:
         print(table)
     width = max((len(k) for k in summary), default=0)
     for key, value in summary.items():

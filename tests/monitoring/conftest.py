@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Telco rows, and a tiny champion registered in a temporary MLflow store."""
+"""Shared fixtures: the real Telco rows, and a small churn champion released by churn's own export
+(tests.factories.export_churn) into a temporary MLflow store."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from monitoring.config import MonitoringConfig, load_monitoring_config
 from monitoring.reference import WatchedModel, load_holdout, load_reference, load_watched_model
 from pipelines.common import tracking
-from tests.monitoring.tiny_model import REAL_CSV, read_telco, register_tiny_model
+from tests.factories import TELCO_CSV, export_churn, telco_customers
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_ROWS, REFERENCE_ROWS, HOLDOUT_ROWS = 400, 1000, 1200
@@ -46,9 +47,10 @@ def temporary_store(directory: Path, template: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def telco() -> pd.DataFrame:
-    if not REAL_CSV.is_file():
-        pytest.skip(f"real Telco CSV not found at {REAL_CSV}")
-    return read_telco().sample(frac=1.0, random_state=0).reset_index(drop=True)
+    """The real Telco customers, validated as the pipeline reads them (Churn 0/1), shuffled once."""
+    if not TELCO_CSV.is_file():
+        pytest.skip(f"real Telco CSV not found at {TELCO_CSV}")
+    return telco_customers()
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +74,16 @@ class Champion:
     holdout: pd.DataFrame
 
 
+def export_splits(splits: dict[str, pd.DataFrame], train: pd.DataFrame | None = None, **kwargs):
+    """A churn version fitted on `train` (default: the train split), released by churn's export."""
+    return export_churn(splits["train"] if train is None else train, splits["reference"], splits["holdout"], **kwargs)
+
+
 @pytest.fixture(scope="session")
 def champion(tmp_path_factory, splits, config, _mlflow_template_db) -> Iterator[Champion]:
-    """A tiny churn champion in its own store, for every test that only reads it (nobody moves aliases)."""
+    """A small churn champion in its own store, for every test that only reads it (nobody moves aliases)."""
     with temporary_store(tmp_path_factory.mktemp("mlflow-champion"), _mlflow_template_db) as uri:
-        register_tiny_model(splits["train"], splits["reference"], splits["holdout"])
+        export_splits(splits)
         tracking.configure_tracking(config.model("churn").experiment)
         model = load_watched_model("churn")
         yield Champion(uri, model, load_reference(model),

@@ -1,40 +1,43 @@
 """Fill a real prediction log (serving's own writer) with scored, labelled rows, without a server.
 
 The end-to-end test goes through HTTP; unit tests of the monitoring job and the retraining loop only
-need rows in the log, written exactly as serving writes them.
+need rows in the log, written as serving writes them: the inputs are what the model's codec logs of each
+validated request record (`codec.log_entry`: a tabular record, an image's hash and descriptors, a text
+and its descriptors), the outputs what `modelpkg.runtime.answers` returns for the graph's probabilities.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from pathlib import Path
 
 import pandas as pd
 
-from monitoring.reference import WatchedModel
+from modelpkg.contract import LABEL
+from modelpkg.runtime import answers
+from monitoring.reference import WatchedModel, stored_rows
 from serving.predlog import LoggedRequest, PredictionLog
 
 
 def log_predictions(db_path: Path, model: WatchedModel, rows: pd.DataFrame, *, labelled: bool = True,
                     start_ts: float | None = None) -> list[str]:
-    """Score `rows` with the model, append one request per row (1 ms apart), post their labels."""
-    scored = model.with_predictions(rows)
-    inputs = json.loads(scored[model.features].to_json(orient="records"))
+    """Score stored `rows` (+ `label`) with the model, append one request per row (1 ms apart), post
+    their labels."""
+    entries, probabilities = model.serve(stored_rows(rows, model, "rows"))
+    outputs = answers(probabilities, model.contract)
     start_ts = time.time() if start_ts is None else start_ts
-    ids = [uuid.uuid4().hex for _ in range(len(scored))]
+    ids = [uuid.uuid4().hex for _ in range(len(rows))]
 
     async def write() -> None:
         log = PredictionLog(db_path).start()
         try:
-            for i, (id_, record) in enumerate(zip(ids, inputs)):
-                outputs = {"label": scored["predicted_label"].iloc[i], "probability": float(scored["probability"].iloc[i])}
+            for i, (id_, entry, output) in enumerate(zip(ids, entries, outputs)):
                 await log.append(LoggedRequest(uuid.uuid4().hex, start_ts + i / 1000, model.name, model.version,
-                                               [id_], [record], [outputs], 0.1))
+                                               [id_], [entry], [output], 0.1))
             if labelled:
-                await log.add_feedback(model.name, list(zip(ids, scored["label"].astype(str))))
+                await log.add_feedback(model.name, list(zip(ids, rows[LABEL].astype(str))))
         finally:
             log.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,15 +11,16 @@ import pytest
 
 from monitoring.alerts import evaluate_alert
 from monitoring.drift import alpha_per_test, column_p_values, run_drift
+from modelpkg.contract import InputSpec, ModelContract
+from modelpkg.package import PackageFiles
 from monitoring.reference import WatchedModel
 from monitoring.scenarios import get_scenario
-from pipelines.common.contract import InputSpec, ModelContract
 
 ROWS = 400
 
 
 def toy_model() -> WatchedModel:
-    """A contract with two numeric inputs and one categorical one; drift needs no ONNX graph."""
+    """A contract with two numeric inputs and one categorical one; drift needs the codec, no ONNX graph."""
     contract = ModelContract(
         name="toy", kind="tabular_classifier", model_type="none", probability_output="probabilities",
         inputs=[InputSpec(name="plan", dtype="string", allowed=["basic", "plus", "pro"]),
@@ -26,7 +28,7 @@ def toy_model() -> WatchedModel:
         labels=["No", "Yes"], positive_label="Yes", threshold=0.5, run_id="-", data_sha256="-",
         created_at=datetime.now(timezone.utc).isoformat(),
     )
-    return WatchedModel("toy", "1", contract, onnx_path=None)
+    return WatchedModel("toy", "1", PackageFiles(Path("."), Path("model.onnx"), Path("."), contract))
 
 
 def toy_rows(rng: np.random.Generator, rows: int, charges_scale: float = 1.0) -> pd.DataFrame:
@@ -88,7 +90,7 @@ def test_quality_is_judged_only_with_enough_labels(config):
     reference, window = toy_rows(rng, 1000), toy_rows(rng, ROWS)
     judged = run_drift(reference, window, toy_model(), config.drift, config.quality)
     assert judged.summary.labelled_rows == ROWS and judged.quality_report is not None
-    assert set(judged.summary.quality) == {"roc_auc", "accuracy", "f1"}
+    assert set(judged.summary.quality) == {"roc_auc", "accuracy", "log_loss", "f1"}
     window.loc[config.quality.min_labelled_rows // 2:, "label"] = None  # most ground truth not here yet
     unjudged = run_drift(reference, window, toy_model(), config.drift, config.quality)
     assert unjudged.summary.quality is None and unjudged.quality_report is None
@@ -115,7 +117,7 @@ def test_empty_window_is_a_clear_error(config):
 def test_churn_scenarios_are_detected_on_the_real_model(champion, config, scenario, expected):
     rng = np.random.default_rng(7)
     rows = get_scenario("churn", scenario).draw(champion.holdout, 500, rng, config.model("churn").scenarios[scenario])
-    summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
+    summary = run_drift(champion.reference, champion.model.frame(rows), champion.model, config.drift,
                         config.quality, reports=False).summary
     assert expected in [c.column for c in summary.drifted_features]
     assert evaluate_alert(summary, config.drift, config.quality).triggered
@@ -123,6 +125,6 @@ def test_churn_scenarios_are_detected_on_the_real_model(champion, config, scenar
 
 def test_held_out_traffic_raises_no_alert_on_the_real_model(champion, config):
     rows = get_scenario("churn", "no_drift").draw(champion.holdout, 500, np.random.default_rng(8), {})
-    summary = run_drift(champion.reference, champion.model.with_predictions(rows), champion.model, config.drift,
+    summary = run_drift(champion.reference, champion.model.frame(rows), champion.model, config.drift,
                         config.quality, reports=False).summary
     assert not evaluate_alert(summary, config.drift, config.quality).triggered

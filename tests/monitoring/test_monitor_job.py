@@ -82,6 +82,6 @@ def test_unknown_version_and_a_window_served_by_another_version_are_clear_errors
     config, db, _ = traffic
     with pytest.raises(LookupError, match="no version 7 of registered model 'churn'"):
         run_monitoring(config, "churn", db, WindowSpec(last_n=ROWS), version="7")
-    frame = read_window(db, "churn", WindowSpec(last_n=ROWS), champion.model.features)
+    frame = read_window(db, champion.model, WindowSpec(last_n=ROWS))
     with pytest.raises(LookupError, match=r"only 0 predictions by churn v7 .*need at least 100.*'1': 300"):
         served_by(frame, "7", 100, "churn", WindowSpec(last_n=ROWS))

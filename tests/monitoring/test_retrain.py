@@ -1,4 +1,5 @@
-"""The retraining decision: the pure promotion rule, then the whole loop on a real store and a real log."""
+"""The retraining decision: the promotion rule in monitoring's settings (binary and 3-class), then the
+whole loop on a real store and a real log."""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from modelpkg.contract import LABEL
+from modelpkg.package import save_package
 from monitoring.config import RetrainConfig
-from monitoring.reference import load_watched_model
-from monitoring.retrain import as_training_rows, decide_promotion, drop_rows_seen_in, retrain_and_decide, split_in_time
+from monitoring.reference import WatchedModel, load_watched_model
+from monitoring.retrain import (as_training_rows, drop_rows_seen_in, judge, recent_labelled_records,
+                                retrain_and_decide, split_in_time, training_frame)
+from pipelines.churn.export import labelled_rows
 from pipelines.common import tracking
-from tests.monitoring.conftest import temporary_store
+from pipelines.common.bootstrap import decide
+from pipelines.common.config import DecisionConfig
+from tests.factories import COLOURS, export_toy_image, toy_image_graph, toy_images
+from tests.monitoring.conftest import export_splits, temporary_store
 from tests.monitoring.predlog_writer import log_predictions
-from tests.monitoring.tiny_model import register_tiny_model
 
 SETTINGS = RetrainConfig(bootstrap_samples=300, confidence=0.9, metric="roc_auc")
 RECENT_ROWS = 600
+
+
+def rule(y, p_champion, p_challenger, settings: RetrainConfig = SETTINGS):
+    """The decision exactly as monitoring.retrain.judge calls it."""
+    return decide(y, p_champion, p_challenger, metric=settings.metric, samples=settings.bootstrap_samples,
+                  confidence=settings.confidence, seed=0)
 
 
 def labels_and_scores(seed: int, rows: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -29,83 +42,118 @@ def labels_and_scores(seed: int, rows: int = 400) -> tuple[np.ndarray, np.ndarra
     return y, sharp, noisy
 
 
+def test_retrain_config_is_the_common_decision_rule_with_its_yaml_keys(config):
+    assert isinstance(config.retrain, DecisionConfig)
+    assert (config.retrain.metric, config.retrain.bootstrap_samples, config.retrain.confidence) == ("roc_auc", 1000, 0.9)
+    assert RetrainConfig().confidence == 0.9 and RetrainConfig(metric="macro_f1").metric == "macro_f1"
+
+
 def test_a_clearly_better_challenger_is_promoted():
     y, sharp, noisy = labels_and_scores(0)
-    decision = decide_promotion(y, p_champion=noisy, p_challenger=sharp, settings=SETTINGS)
-    assert decision.promote and decision.p_better >= 0.9
-    assert decision.challenger_score > decision.champion_score and decision.gain_ci[0] > 0
-    assert decision.reason.startswith("promote")
+    decision = rule(y, p_champion=noisy, p_challenger=sharp)
+    assert decision.passed and decision.p_better >= 0.9
+    assert decision.challenger > decision.incumbent and decision.gain_ci_low > 0
 
 
 def test_a_worse_or_identical_challenger_is_not_promoted():
     y, sharp, noisy = labels_and_scores(1)
-    worse = decide_promotion(y, p_champion=sharp, p_challenger=noisy, settings=SETTINGS)
-    assert not worse.promote and worse.p_better < 0.1
-    same = decide_promotion(y, p_champion=sharp, p_challenger=sharp.copy(), settings=SETTINGS)
-    assert not same.promote and same.p_better == 0.0  # a tie is not a win
+    worse = rule(y, p_champion=sharp, p_challenger=noisy)
+    assert not worse.passed and worse.p_better < 0.1
+    same = rule(y, p_champion=sharp, p_challenger=sharp.copy())
+    assert not same.passed and same.p_better == 0.0  # a tie is not a win
 
 
 def test_log_loss_is_oriented_so_lower_is_better():
     y, sharp, noisy = labels_and_scores(2)
-    decision = decide_promotion(y, noisy, sharp, RetrainConfig(metric="log_loss", bootstrap_samples=300))
-    assert decision.promote and decision.challenger_score < decision.champion_score
+    decision = rule(y, noisy, sharp, RetrainConfig(metric="log_loss", bootstrap_samples=300))
+    assert decision.passed and decision.challenger < decision.incumbent
 
 
 def test_bad_inputs_fail_clearly():
     y, sharp, _ = labels_and_scores(3)
     with pytest.raises(ValueError, match="length mismatch"):
-        decide_promotion(y, sharp, sharp[:-1], SETTINGS)
+        rule(y, sharp, sharp[:-1])
     with pytest.raises(ValueError, match="one class only"):
-        decide_promotion(np.zeros(50, int), sharp[:50], sharp[:50], SETTINGS)
+        rule(np.zeros(50, int), sharp[:50], sharp[:50])
 
 
 def test_recent_rows_split_in_time_oldest_to_train():
     frame = pd.DataFrame({"ts": range(10)})
-    train, judge = split_in_time(frame, eval_fraction=0.3)
-    assert list(train["ts"]) == list(range(7)) and list(judge["ts"]) == [7, 8, 9]
+    train, judged = split_in_time(frame, eval_fraction=0.3)
+    assert list(train["ts"]) == list(range(7)) and list(judged["ts"]) == [7, 8, 9]
 
 
-def test_judge_rows_exclude_customers_the_challenger_trained_on():
+def test_judge_rows_exclude_inputs_the_challenger_trained_on():
     train = pd.DataFrame({"a": [1, 2, 2], "b": ["x", "y", "y"], "ts": [0, 1, 2]})
-    judge = pd.DataFrame({"a": [2, 2, 3], "b": ["y", "z", "y"], "ts": [3, 4, 5]})
-    assert list(drop_rows_seen_in(judge, train, ["a", "b"])["ts"]) == [4, 5]
+    judged = pd.DataFrame({"a": [2, 2, 3], "b": ["y", "z", "y"], "ts": [3, 4, 5]})
+    assert list(drop_rows_seen_in(judged, train, ["a", "b"])["ts"]) == [4, 5]
+
+
+# ------------------------------------------------------------------------- a 3-class decision, for real
+def toy_image_package(directory, weights: np.ndarray) -> WatchedModel:
+    """The factory's 3-class colour model with other weights (same contract), as a local package."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph, _, _ = toy_image_graph()
+    model = onnx.load_from_string(graph)
+    [initializer] = [i for i in model.graph.initializer if i.name == "weights"]
+    initializer.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), "weights"))
+    contract = load_watched_model("toy_image").contract
+    return WatchedModel("toy_image", directory.name, save_package(directory, model.SerializeToString(), contract))
+
+
+def test_three_class_challenger_is_judged_by_the_same_rule(tmp_path, _mlflow_template_db):
+    """A champion that confuses red and green against the right one, on 3-class labelled rows."""
+    with temporary_store(tmp_path, _mlflow_template_db):
+        export_toy_image()
+        confused = toy_image_package(tmp_path / "1", np.eye(3)[[1, 0, 2]] * 4.0)
+        right = toy_image_package(tmp_path / "2", np.eye(3) * 4.0)
+    rows = toy_images(300, seed=5)
+    settings = RetrainConfig(bootstrap_samples=300, metric="macro_f1")
+    decision = judge(confused, right, rows, settings, seed=0)
+    assert decision.rows == 300 and decision.metric == "macro_f1"
+    assert decision.passed and decision.challenger > decision.incumbent + 0.3
+    assert not judge(right, confused, rows, settings, seed=0).passed
+    roc = judge(right, right, rows, RetrainConfig(bootstrap_samples=300), seed=0)
+    assert not roc.passed and roc.p_better == 0.0  # one-vs-rest ROC-AUC over 3 classes, a tie
+    assert set(rows[LABEL]) == set(COLOURS)
 
 
 # ---------------------------------------------------------------------------------- the loop, for real
-
-
 def shuffled(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The same rows with labels shuffled: a model trained on them has learned nothing."""
     return frame.assign(Churn=frame["Churn"].sample(frac=1.0, random_state=seed).to_numpy())
 
 
 def inverted(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.assign(Churn=frame["Churn"].map({"Yes": "No", "No": "Yes"}))
+    return frame.assign(Churn=1 - frame["Churn"])
 
 
 @pytest.fixture()
 def loop(tmp_path, splits, config, _mlflow_template_db):
     """A fresh store whose champion learned nothing, and a log of recent labelled traffic it served."""
     with temporary_store(tmp_path, _mlflow_template_db):
-        register_tiny_model(shuffled(splits["train"], 0), splits["reference"], splits["holdout"])
+        export_splits(splits, train=shuffled(splits["train"], 0))
         tracking.configure_tracking(config.model("churn").experiment)
         champion = load_watched_model("churn")
         db = tmp_path / "predictions.db"
-        log_predictions(db, champion, splits["rest"].head(RECENT_ROWS).rename(columns={"Churn": "label"}))
+        log_predictions(db, champion, labelled_rows(splits["rest"].head(RECENT_ROWS)))
         settings = config.model_copy(update={"retrain": config.retrain.model_copy(
             update={"recent_rows": RECENT_ROWS, "bootstrap_samples": 300})})
         yield settings, db, champion
 
 
 def challenger_trainer(splits, relabel):
-    """A stand-in for run_project(alias="challenger"): a real tiny model, trained on the original
-    training rows plus the recent rows it is handed, registered with alias `challenger`."""
+    """A stand-in for run_project(alias="challenger"): a real small model released by churn's export,
+    trained on the original training rows plus the recent rows it is handed."""
     seen = {}
 
     def train(extra: pd.DataFrame) -> str:
         seen["extra"] = extra
-        rows = pd.concat([splits["train"], extra], ignore_index=True)
-        return register_tiny_model(relabel(rows), splits["reference"], splits["holdout"], alias="challenger")
+        recent = extra.assign(Churn=(extra["Churn"] == "Yes").astype(int))  # as churn's validation reads Yes/No
+        rows = pd.concat([splits["train"], recent], ignore_index=True)
+        return export_splits(splits, train=relabel(rows), alias="challenger").version
 
     return train, seen
 
@@ -120,12 +168,14 @@ def test_loop_promotes_a_challenger_that_wins(loop, splits):
     train, seen = challenger_trainer(splits, relabel=lambda rows: rows)
     outcome = retrain_and_decide(config, "churn", db, trigger="test: drift", trainer=train)
     assert len(seen["extra"]) == RECENT_ROWS // 2 and "Churn" in seen["extra"]  # older half trained on
-    assert seen["extra"]["tenure"].dtype == np.int64  # whole numbers per the contract
-    assert outcome.decision.promote and outcome.decision.rows <= RECENT_ROWS // 2
+    assert seen["extra"]["tenure"].dtype == np.int64  # whole numbers per the contract (codec.training_row)
+    assert outcome.promoted and outcome.decision.rows <= RECENT_ROWS // 2
     assert str(MlflowClient().get_model_version_by_alias("churn", "champion").version) == outcome.challenger_version
     [run] = decision_runs(config.model("churn").experiment)
     assert run.data.tags["decision"] == "promoted" and run.data.metrics["promoted"] == 1.0
     assert run.data.params["champion_version"] == champion.version
+    assert run.data.metrics["judge_p_better"] >= 0.9 and "judge_gain_ci_low" in run.data.metrics
+    assert "beats champion" in run.data.tags["reason"]
     assert "decision.json" in mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="retrain/decision.json")
 
 
@@ -133,7 +183,7 @@ def test_loop_keeps_the_champion_when_the_challenger_loses(loop, splits):
     config, db, champion = loop
     train, _ = challenger_trainer(splits, relabel=inverted)
     outcome = retrain_and_decide(config, "churn", db, trigger="test: quality", trainer=train)
-    assert not outcome.decision.promote
+    assert not outcome.promoted
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("churn", "champion").version) == champion.version
     assert str(client.get_model_version_by_alias("churn", "challenger").version) == outcome.challenger_version
@@ -141,8 +191,18 @@ def test_loop_keeps_the_champion_when_the_challenger_loses(loop, splits):
     assert run.data.tags["decision"] == "kept champion"
 
 
-def test_training_rows_carry_the_label_column_the_pipeline_expects(champion, splits):
-    recent = champion.model.with_predictions(splits["rest"].head(5).rename(columns={"Churn": "label"}))
-    rows = as_training_rows(recent, champion.model, "Churn")
-    assert list(rows.columns) == [*champion.model.features, "Churn"]
-    assert set(rows["Churn"]) <= {"Yes", "No"}
+def test_training_rows_come_from_the_codec_with_the_label_column_the_pipeline_expects(champion, splits, tmp_path):
+    db = tmp_path / "predictions.db"
+    log_predictions(db, champion.model, labelled_rows(splits["rest"].head(5)))
+    frame = training_frame(recent_labelled_records(db, "churn", 10), champion.model)
+    rows = as_training_rows(frame, "Churn")
+    assert list(rows.columns) == [*(spec.name for spec in champion.model.contract.inputs), "Churn"]
+    assert set(rows["Churn"]) <= {"Yes", "No"} and rows["tenure"].dtype == np.int64
+
+
+def test_retraining_needs_labelled_rows(champion, splits, tmp_path):
+    db = tmp_path / "predictions.db"
+    log_predictions(db, champion.model, labelled_rows(splits["rest"].head(5)), labelled=False)
+    with pytest.raises(LookupError, match="no labelled predictions of 'churn'"):
+        recent_labelled_records(db, "churn", 10)
+

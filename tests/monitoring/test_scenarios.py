@@ -52,3 +52,9 @@ def test_unknown_parameter_and_scenario_fail_with_names(pool):
         draw(pool, "price_increase", ris=0.15)
     with pytest.raises(ValueError, match="unknown scenario 'price_hike'.*price_increase"):
         get_scenario("churn", "price_hike")
+
+
+def test_every_project_gets_no_drift_even_without_a_scenario_module():
+    assert set(scenarios_for("toy_image")) == {NO_DRIFT}
+    with pytest.raises(ValueError, match="unknown scenario 'price_increase' for toy_image \\(known: no_drift\\)"):
+        get_scenario("toy_image", "price_increase")

@@ -1,9 +1,10 @@
 """End to end against a real server: simulate -> monitor -> alert -> retrain -> promote -> reload.
 
-A uvicorn process (`python -m serving`) serves a tiny churn champion from a temporary MLflow registry on
+A uvicorn process (`python -m serving`) serves a small churn champion (released by churn's own export,
+tests.factories.export_churn) from a temporary MLflow registry on
 a free loopback port. The simulator sends a no-drift window and a price-increase window through HTTP and
 posts their labels; the monitor must stay quiet on the first and alert on the second (exit code 1). With
---retrain, a challenger is trained (a tiny stand-in for the pipeline), wins, is promoted, and the server
+--retrain, a challenger is trained (a small stand-in for the pipeline), wins, is promoted, and the server
 is told to reload: it then answers with the new version.
 """
 
@@ -22,8 +23,7 @@ import yaml
 from monitoring.__main__ import main
 from monitoring.simulate import MANIFEST
 from tests.live_server import START_TIMEOUT_SECONDS, free_port, wait_ready
-from tests.monitoring.conftest import REPO, temporary_store
-from tests.monitoring.tiny_model import register_tiny_model
+from tests.monitoring.conftest import REPO, export_splits, temporary_store
 
 pytestmark = pytest.mark.slow
 ADMIN_KEY = "monitoring-e2e-key"
@@ -54,7 +54,7 @@ def shuffled_labels(frame: pd.DataFrame) -> pd.DataFrame:
 def server(tmp_path, splits, monkeypatch, _mlflow_template_db):
     """A champion that learned nothing (so a real challenger must win), served by a real uvicorn process."""
     with temporary_store(tmp_path, _mlflow_template_db) as uri:
-        register_tiny_model(shuffled_labels(splits["train"]), splits["reference"], splits["holdout"])
+        export_splits(splits, train=shuffled_labels(splits["train"]))
         port = free_port()
         config = write_configs(tmp_path, port)
         for key in ("PREDICTION_LOG", "SERVING_PORT", "SERVING_HOST", "SERVING_BUNDLES"):
@@ -74,10 +74,11 @@ def server(tmp_path, splits, monkeypatch, _mlflow_template_db):
 
 def good_challenger(splits):
     def train(extra: pd.DataFrame) -> str:
-        rows = pd.concat([splits["train"], extra], ignore_index=True)
-        return register_tiny_model(rows, splits["reference"], splits["holdout"], alias="challenger")
+        recent = extra.assign(Churn=(extra["Churn"] == "Yes").astype(int))  # as churn's validation reads Yes/No
+        rows = pd.concat([splits["train"], recent], ignore_index=True)
+        return export_splits(splits, train=rows, alias="challenger").version
 
-    return lambda project, config_path: train  # replaces pipeline_trainer: same signature, tiny training
+    return lambda project, config_path: train  # replaces pipeline_trainer: same signature, small training
 
 
 def test_simulate_monitor_retrain_promote_reload(server, splits, monkeypatch, capsys):

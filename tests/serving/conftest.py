@@ -1,160 +1,166 @@
-"""Fixtures for the serving tests: a real churn bundle and a real MLflow registry, built once per session.
+"""Fixtures for the serving tests: one model of each kind, registered and bundled once per session.
 
-The bundle is a small scikit-learn pipeline (one-hot categories, scaled numbers, logistic regression)
-fitted on a few hundred real Telco rows and converted with skl2onnx exactly as the contract describes:
-one [batch, 1] input per column, a [batch, 2] probability output. The registry is a throwaway SQLite
-MLflow store holding that bundle as `churn` version 1, alias `champion`. No mocks: the server loads
-them the way it loads the real thing.
+tests/factories.py builds the models through their projects' own export and release path: `churn` (a
+small logistic regression on real Telco rows, binary at a threshold, records keyed by customerID),
+`toy_image` (3 classes from 16x16 PNGs, served with `execution: thread`) and `toy_text` (binary
+sentiment, with its tokenizer.json as a package asset). They are registered in one throwaway SQLite
+MLflow store as version 1, alias `champion`, and written out as bundles. No mocks: the server loads them
+the way it loads the real thing.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
-import pandas as pd
 import pytest
+import yaml
 
-from pipelines.churn import schema
-from pipelines.common.contract import InputSpec, ModelContract
+from modelpkg.codecs import Codec, codec_for
+from modelpkg.package import package_files
 from serving.config import ServingConfig, load_serving_config, with_overrides
+from tests import factories
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_CSV = REPO.parent / "shared" / "data" / "telco-churn" / "Telco-Customer-Churn.csv"
-TRAIN_ROWS = 400
-THRESHOLD = 0.4
-PROBABILITIES = "probabilities"
+KIND_NAMES = list(factories.KINDS)  # churn, toy_image, toy_text
+RECORDS = 80
+ADMIN_KEY = "test-admin-key"
+# What the tests serve: churn as configs/serving.yaml ships it, plus the toy image model in a worker
+# thread (how a CNN is served) and the toy text model inline.
+TEST_MODELS = [{"name": factories.TOY_IMAGE, "execution": "thread"}, {"name": factories.TOY_TEXT}]
 
 
-def telco_rows(n: int) -> pd.DataFrame:
-    """Real Telco rows (CHURN_DATA or the shared copy); synthetic ones only where neither exists."""
-    path = Path(os.environ.get("CHURN_DATA", SHARED_CSV))
-    if path.is_file():
-        frame = pd.read_csv(path, nrows=n, dtype={"TotalCharges": str})
-        frame["TotalCharges"] = pd.to_numeric(frame["TotalCharges"].str.strip().replace("", "0"))
-        return frame
-    from pipelines.churn.synthetic import generate_customers
-
-    return generate_customers(n, seed=0)
-
-
-def records(n: int, offset: int = 0) -> list[dict]:
-    """n request records (feature columns plus customerID), as a client would send them."""
-    frame = telco_rows(offset + n).iloc[offset:offset + n]
-    rows = []
-    for _, row in frame.iterrows():
-        record = {name: str(row[name]) for name in schema.CATEGORICAL}
-        record |= {name: float(row[name]) for name in schema.NUMERIC}
-        record[schema.ID_COLUMN] = str(row[schema.ID_COLUMN])
-        rows.append(record)
-    return rows
-
-
-def contract_inputs() -> list[InputSpec]:
-    return [InputSpec(name=name, dtype="string", allowed=list(values)) for name, values in schema.CATEGORICAL.items()] + [
-        InputSpec(name=name, dtype="float32", minimum=minimum, integer=name in schema.INTEGER_COLUMNS)
-        for name, minimum in schema.NUMERIC.items()
-    ]
-
-
-def build_bundle(directory: Path) -> Path:
-    """Fit, convert and write `model.onnx` + `contract.json` into `directory`."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    frame = telco_rows(TRAIN_ROWS)
-    features = frame[list(schema.FEATURES)].astype({name: np.float32 for name in schema.NUMERIC})
-    target = (frame[schema.LABEL_COLUMN] == schema.LABEL_VALUES[1]).astype(int)
-    encoder = OneHotEncoder(categories=[list(v) for v in schema.CATEGORICAL.values()], handle_unknown="ignore")
-    pipeline = Pipeline([
-        ("features", ColumnTransformer([("categories", encoder, list(schema.CATEGORICAL)),
-                                        ("numbers", StandardScaler(), list(schema.NUMERIC))])),
-        ("model", LogisticRegression(max_iter=1000)),
-    ]).fit(features, target)
-    initial_types = [(name, StringTensorType([None, 1])) for name in schema.CATEGORICAL] + [
-        (name, FloatTensorType([None, 1])) for name in schema.NUMERIC]
-    onnx_model = convert_sklearn(pipeline, name="churn", initial_types=initial_types,
-                                 options={id(pipeline.named_steps["model"]): {"zipmap": False}})
-    assert PROBABILITIES in [output.name for output in onnx_model.graph.output]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model.onnx").write_bytes(onnx_model.SerializeToString())
-    ModelContract(
-        name="churn", kind="tabular_classifier", model_type="logistic_regression", inputs=contract_inputs(),
-        probability_output=PROBABILITIES, labels=list(schema.LABEL_VALUES), positive_label=schema.LABEL_VALUES[1],
-        threshold=THRESHOLD, run_id="test-run", data_sha256="test", metrics={"test_roc_auc": 0.8},
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    ).save(directory)
-    return directory
-
-
-def register_bundle(bundle: Path, alias: str | None = "champion") -> str:
-    """Log the bundle as an MLflow ONNX model (contract in extra_files) in the current store, register
-    it as `churn`, and point `alias` at the new version; returns the version."""
-    import mlflow
-    import onnx
-
-    with mlflow.start_run():
-        info = mlflow.onnx.log_model(onnx.load(bundle / "model.onnx"), name="onnx", save_as_external_data=False,
-                                     extra_files=[str(bundle / "contract.json")])
-    version = mlflow.register_model(info.model_uri, "churn").version
-    if alias:
-        mlflow.MlflowClient().set_registered_model_alias("churn", alias, version)
-    return str(version)
-
-
-@pytest.fixture(scope="session")
-def bundle_root(tmp_path_factory) -> Path:
-    """A folder of bundles, as `make bundle` leaves them: <root>/churn/{model.onnx, contract.json}."""
-    root = tmp_path_factory.mktemp("bundles")
-    build_bundle(root / "churn")
-    return root
-
-
-@pytest.fixture(scope="session")
-def registry_uri(tmp_path_factory, bundle_root) -> str:
-    """A throwaway SQLite MLflow store with `churn` version 1 as champion."""
+@contextmanager
+def using_store(uri: str) -> Iterator[str]:
+    """MLflow (environment, tracking and registry URIs) pointed at `uri` for the duration, then forgotten."""
     import mlflow
 
-    store = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{store}/mlflow.db"
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    experiment = mlflow.MlflowClient().create_experiment("serving-tests", artifact_location=(store / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=experiment)
-    register_bundle(bundle_root / "churn")
-    return uri
+    try:
+        yield uri
+    finally:
+        forget_mlflow()
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def make_config(tmp_path: Path, **sections: dict) -> ServingConfig:
-    """configs/serving.yaml (environment ignored) with the log in tmp_path and any section overridden."""
+def forget_mlflow() -> None:
+    """Reset MLflow's process-wide store settings (as tests/conftest.py's tmp_mlflow does)."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    mlflow.tracking.fluent._active_experiment_id = None
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_after_each_test():
+    """The registry source points MLflow at its store for the whole process: undo it after each test."""
+    yield
+    forget_mlflow()
+
+
+@dataclass(frozen=True)
+class ServedModels:
+    registry_uri: str
+    bundle_root: Path  # <root>/<name>/ for each kind, as factories.bundle writes it (no bundle.json)
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, _mlflow_template_db) -> ServedModels:
+    """Every kind exported by its factory into one store (version 1 = champion), and bundled."""
+    store = tmp_path_factory.mktemp("mlflow")
+    shutil.copy(_mlflow_template_db, store / "mlflow.db")
+    root = tmp_path_factory.mktemp("bundles")
+    with using_store(f"sqlite:///{store}/mlflow.db") as uri:
+        for name, kind in factories.KINDS.items():
+            released = kind.export()
+            assert (released.version, released.alias) == ("1", "champion"), released.why
+            factories.bundle(name, released.version, root / name)
+    return ServedModels(uri, root)
+
+
+@pytest.fixture(scope="session")
+def registry_uri(served_models) -> str:
+    return served_models.registry_uri
+
+
+@pytest.fixture(scope="session")
+def bundle_root(served_models) -> Path:
+    return served_models.bundle_root
+
+
+@pytest.fixture(scope="session")
+def codecs(bundle_root) -> dict[str, Codec]:
+    """Each served model's codec, as the server builds it: what a record is, what the log keeps."""
+    codecs = {}
+    for name in KIND_NAMES:
+        files = package_files(bundle_root / name)
+        codecs[name] = codec_for(files.contract, files.files_dir)
+    return codecs
+
+
+def stored_rows(name: str, n: int, seed: int = 7) -> list[dict]:
+    """n stored rows of a kind, never seen in training (churn: with customerID; image: PNG bytes)."""
+    if name == "churn":
+        return factories.telco_customers().iloc[2000:2000 + n].to_dict("records")
+    return factories.KINDS[name].holdout(n, seed).to_dict("records")
+
+
+@pytest.fixture(scope="session")
+def kind_records(codecs) -> dict[str, list[dict]]:
+    """RECORDS request records per kind, as a client sends them (the codec turns stored rows into requests)."""
+    return {name: codec.requests(stored_rows(name, RECORDS)) for name, codec in codecs.items()}
+
+
+@pytest.fixture(scope="session")
+def example_records(kind_records) -> list[dict]:
+    """Churn request records: the 19 features plus customerID."""
+    return kind_records["churn"]
+
+
+def make_config(tmp_path: Path, **sections) -> ServingConfig:
+    """configs/serving.yaml (environment ignored) serving every kind, with the log in tmp_path and any
+    section overridden (`models=[...]` replaces the list)."""
     config = load_serving_config(REPO / "configs" / "serving.yaml", environ={})
-    defaults = {
+    defaults: dict = {
         "prediction_log": {"path": str(tmp_path / "predictions.db")},
         "source": {"cache_dir": str(tmp_path / "cache")},
+        "models": [*config.model_dump()["models"], *TEST_MODELS],
     }
     for section, values in sections.items():
-        defaults[section] = defaults.get(section, {}) | values
+        defaults[section] = defaults.get(section, {}) | values if isinstance(values, dict) else values
     return with_overrides(config, **defaults)
+
+
+def with_model(config: ServingConfig, name: str, **changes) -> ServingConfig:
+    """The config with one model's entry changed (`limits={...}`, `alias=...`, ...)."""
+    models = [model | changes if model["name"] == name else model for model in config.model_dump()["models"]]
+    return with_overrides(config, models=models)
+
+
+def write_config(config: ServingConfig, path: Path) -> Path:
+    """A config as the YAML file a server process reads."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path
 
 
 @pytest.fixture
 def bundle_config(tmp_path, bundle_root) -> ServingConfig:
     return make_config(tmp_path, source={"kind": "bundles", "bundle_root": str(bundle_root)})
-
-
-@pytest.fixture(scope="session")
-def example_records() -> list[dict]:
-    return records(80)
-
-
-ADMIN_KEY = "test-admin-key"
 
 
 @pytest.fixture

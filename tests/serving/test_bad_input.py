@@ -1,12 +1,24 @@
-"""Bad requests get 4xx answers that name the problem, never a 5xx, and never reach the model."""
+"""Bad requests get 4xx answers that name the problem, never a 5xx, and never reach the model.
+
+The churn cases cover the tabular codec field by field; the parametrized ones hold for every kind."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from serving.predlog import read_predictions
+from tests.serving.conftest import KIND_NAMES
+
+kinds = pytest.mark.parametrize("name", KIND_NAMES)
+# Per kind: a record that fails on one field, that field, and the error type.
+BAD_RECORDS = {
+    "churn": (lambda good: {**good, "Contract": "monthly"}, "Contract", "literal_error"),
+    "toy_image": (lambda good: {"image": "not base64 at all!"}, "image", "invalid_base64"),
+    "toy_text": (lambda good: {"text": "  \n "}, "text", "blank_text"),
+}
 
 
 def with_change(record: dict, **change) -> dict:
@@ -86,9 +98,31 @@ def test_body_over_the_limit_is_413(client, bundle_config, example_records):
     assert streamed.status_code == 413
 
 
-def test_rejected_requests_are_not_logged(client, bundle_config, example_records):
-    client.post("/v1/churn/predict", json=[with_change(example_records[0], Contract="monthly")])
-    assert read_predictions(bundle_config.prediction_log.path, "churn") == []
+@kinds
+def test_a_bad_record_is_named_by_index_and_field_and_nothing_is_logged(client, bundle_config, kind_records, name):
+    make_bad, field, kind = BAD_RECORDS[name]
+    good = kind_records[name][0]
+    (error,) = errors_of(client.post(f"/v1/{name}/predict", json=[good, good, make_bad(good)]))
+    assert error["loc"] == ["body", 2, field] and error["type"] == kind and field in error["msg"]
+    assert read_predictions(bundle_config.prediction_log.path, name) == []  # nothing of the batch ran
+
+
+@kinds
+def test_unknown_field_missing_field_and_not_a_list(client, kind_records, name):
+    good = kind_records[name][0]
+    (error,) = errors_of(client.post(f"/v1/{name}/predict", json=[{**good, "label": "x"}]))
+    assert error["loc"] == ["body", 0, "label"] and f"unknown field 'label': not an input of model '{name}'" in error["msg"]
+    field = next(iter(good))
+    (error,) = errors_of(client.post(f"/v1/{name}/predict", json=[{k: v for k, v in good.items() if k != field}]))
+    assert error["loc"] == ["body", 0, field] and error["type"] == "missing"
+    assert errors_of(client.post(f"/v1/{name}/predict", json=good))[0]["type"] == "list_type"
+    assert errors_of(client.post(f"/v1/{name}/predict", json=[]))[0]["msg"] == "empty batch: send at least one record"
+
+
+def test_an_image_that_is_not_an_image(client):
+    not_png = base64.b64encode(b"GIF89a but not really" * 10).decode()
+    (error,) = errors_of(client.post("/v1/toy_image/predict", json=[{"image": not_png}]))
+    assert error["loc"] == ["body", 0, "image"] and error["type"] == "invalid_image"
 
 
 def test_feedback_body_is_validated(client, bundle_config):
@@ -96,3 +130,10 @@ def test_feedback_body_is_validated(client, bundle_config):
     assert client.post("/v1/churn/feedback", json={"items": [{"id": "x"}]}).status_code == 422
     too_many = [{"id": str(i), "label": "No"} for i in range(bundle_config.limits.max_feedback_items + 1)]
     assert client.post("/v1/churn/feedback", json={"items": too_many}).status_code == 422
+
+
+def test_a_lone_surrogate_is_a_422_not_a_500(client):
+    """Valid JSON (an escape), not encodable as UTF-8: the error that echoes it must still be written."""
+    for path, body in (("/v1/toy_text/feedback", b'{"items": [{"id": "\\ud800", "label": "positive"}]}'),
+                       ("/v1/toy_text/predict", b'[{"text": "\\ud800 good"}]')):
+        assert client.post(path, content=body, headers={"content-type": "application/json"}).status_code == 422

@@ -34,3 +34,38 @@ def test_unknown_keys_are_errors_naming_the_key(tmp_path):
     bad.write_text(CONFIG.read_text().replace("max_batch:", "max_batchh:"))
     with pytest.raises(ConfigError, match="limits.max_batchh"):
         load_serving_config(bad, environ={})
+
+
+def models_yaml(tmp_path, models: str):
+    """The shipped config with its `models:` list replaced by `models` (YAML)."""
+    text = CONFIG.read_text()
+    start, end = text.index("\nmodels:\n"), text.index("\nsource:\n")
+    path = tmp_path / "serving.yaml"
+    path.write_text(text[:start] + "\nmodels:\n" + models + text[end:])
+    return path
+
+
+def test_a_model_overrides_limits_threads_and_execution(tmp_path):
+    config = load_serving_config(models_yaml(tmp_path, """
+  - name: churn
+  - name: vision
+    execution: thread
+    limits: {max_body_bytes: 8388608}
+    onnxruntime: {intra_op_threads: 4}
+"""), environ={})
+    vision, churn = config.settings("vision"), config.settings("churn")
+    assert (vision.execution, vision.max_body_bytes, vision.max_batch) == ("thread", 8388608, config.limits.max_batch)
+    assert vision.onnxruntime == config.onnxruntime.model_copy(update={"intra_op_threads": 4})
+    assert (churn.execution, churn.max_body_bytes, churn.onnxruntime) == ("inline", config.limits.max_body_bytes, config.onnxruntime)
+
+
+@pytest.mark.parametrize("models, named", [
+    ("  - name: churn\n    limits: {max_batchh: 3}\n", "models.0.limits.max_batchh"),
+    ("  - name: churn\n    onnxruntime: {threads: 3}\n", "models.0.onnxruntime.threads"),
+    ("  - name: churn\n    execution: gpu\n", "models.0.execution"),
+    ("  - name: churn\n    limits: {max_batch: 0}\n", "models.0.limits.max_batch"),
+    ("  - name: churn\n  - name: churn\n", "model names must be distinct"),
+])
+def test_a_bad_model_entry_is_an_error_naming_it(tmp_path, models, named):
+    with pytest.raises(ConfigError, match=named):
+        load_serving_config(models_yaml(tmp_path, models), environ={})
