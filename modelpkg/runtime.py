@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from modelpkg.codecs import Codec, codec_for
+from modelpkg.codecs import DEFAULT_MAX_BATCH, Codec, codec_for
 from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, ModelContract, class_probability_column
 from modelpkg.package import PackageFiles
 
@@ -115,7 +115,7 @@ class Predictor:
     """A package, ready to score: its contract, its codec and one onnxruntime session."""
 
     def __init__(self, files: PackageFiles, *, settings: SessionSettings = SessionSettings(),
-                 max_batch: int = 256, example: dict | None = None):
+                 max_batch: int = DEFAULT_MAX_BATCH, example: dict | None = None):
         self.files = files
         self.contract = files.contract
         self.codec: Codec = codec_for(self.contract, files.files_dir, max_batch=max_batch, example=example)

@@ -72,12 +72,12 @@ def print_outcomes(outcomes: list[WindowOutcome]) -> None:
         print(f"    {'ALERT: ' + '; '.join(outcome.alert.reasons) if outcome.alert.triggered else 'ok'}")
 
 
-def reload_server(serving: ServingConfig, config: MonitoringConfig) -> None:
+def reload_server(serving: ServingConfig, config: MonitoringConfig, model: str) -> None:
     """After a promotion, ask the server to pick up the new champion; a failure is a warning, not an error."""
     key = os.environ.get(serving.admin.api_key_env)
     try:
         with ServingClient(server_url(serving), timeout=config.request_timeout_seconds, api_key=key) as client:
-            client.reload()
+            client.reload(model)
         print(f"server at {server_url(serving)} reloaded")
     except ServingError as error:
         print(f"warning: the server still serves the old champion until reloaded: {error}", file=sys.stderr)
@@ -105,7 +105,7 @@ def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: Ser
         print(f"retrain: challenger v{outcome.challenger_version} vs champion v{outcome.champion_version}: "
               f"{verdict}: {outcome.reason} (MLflow run {outcome.run_id})")
         if outcome.promoted:
-            reload_server(serving, config)
+            reload_server(serving, config, args.model)
     return ALERT_EXIT_CODE if alerts else 0
 
 

@@ -63,8 +63,9 @@ class ServingClient:
         items = [{"id": prediction_id, "label": label} for prediction_id, label in labels.items()]
         return int(self._post(f"/v1/{model}/feedback", {"items": items})["accepted"])
 
-    def reload(self) -> dict:
-        """Ask the server to resolve its aliases again (after a promotion)."""
+    def reload(self, model: str | None = None) -> dict:
+        """Ask the server to resolve the alias of `model` (every model when None) again, after a promotion."""
         if not self.api_key:
             raise ServingError("no admin API key: set the variable named by admin.api_key_env in configs/serving.yaml")
-        return self._post("/admin/reload", {}, headers={"X-API-Key": self.api_key})
+        path = "/admin/reload" + (f"?model={model}" if model else "")
+        return self._post(path, {}, headers={"X-API-Key": self.api_key})

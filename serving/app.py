@@ -233,13 +233,16 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], summary="Readiness: 200 only when every configured model is loaded",
-             responses={503: {"description": "some model is not loaded; `reasons` says why"}})
+    @app.get("/ready", tags=["operations"], summary="Readiness: 200 only when every required model is loaded",
+             responses={503: {"description": "a required model is not loaded; `reasons` says why"}})
     async def ready() -> JSONResponse:
-        problems = store.problems()
+        problems = store.problems(required_only=True)
         if problems:
             return JSONResponse({"status": "not ready", "reasons": problems}, status_code=503)
-        return JSONResponse({"status": "ready", "models": {name: store.get(name).version for name in store.names}})
+        body = {"status": "ready", "models": {name: model.version for name in store.names
+                                              if (model := store.current(name)) is not None}}
+        unavailable = store.problems()
+        return JSONResponse(body | ({"optional_unavailable": unavailable} if unavailable else {}))
 
     @app.get("/v1/models", tags=["operations"], summary="Every configured model: version, alias, run, inputs, threshold")
     async def models() -> dict:
@@ -272,5 +275,8 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
         if model is not None and model not in store.names:
             raise HTTPException(404, f"unknown model {model!r} (configured: {', '.join(store.names)})")
         results = await asyncio.to_thread(store.reload, [model] if model else None)
-        ok = all(result["ok"] for result in results.values())
-        return JSONResponse({"reloaded": results}, status_code=200 if ok else 500)
+        # A failure counts when a model that serves (or must) did not load; an optional model that was never
+        # trained is reported in the body and keeps the others' reload a success.
+        failed = [name for name, result in results.items()
+                  if not result["ok"] and (result["previous"] is not None or services.config.model(name).required)]
+        return JSONResponse({"reloaded": results}, status_code=500 if failed else 200)

@@ -80,6 +80,9 @@ class ModelConfig(Config):
     # inline: onnxruntime runs on the event loop (a tabular model's 30 us cost less than a hop to a thread);
     # thread: decoding and onnxruntime run in a worker thread (a CNN's milliseconds must not stall the loop)
     execution: Literal["inline", "thread"] = "inline"
+    # required: /ready answers 503 until this model is loaded. An optional model that has not been trained
+    # yet (no registered version) is reported by /ready and /v1/models but keeps no one else from serving.
+    required: bool = True
     limits: ModelLimitsConfig = ModelLimitsConfig()
     onnxruntime: ModelOnnxRuntimeConfig = ModelOnnxRuntimeConfig()
 

@@ -122,9 +122,10 @@ class ModelStore:
     def current(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
 
-    def problems(self) -> dict[str, str]:
+    def problems(self, *, required_only: bool = False) -> dict[str, str]:
         """Why each configured model that is not serving is not serving (empty: all ready)."""
-        return {name: self._errors.get(name, "not loaded") for name in self.names if name not in self._models}
+        return {model.name: self._errors.get(model.name, "not loaded") for model in self.config.models
+                if model.name not in self._models and (model.required or not required_only)}
 
     def load(self, name: str) -> LoadedModel:
         """Resolve, load and swap in the current version of `name`; on failure keep what was serving."""

@@ -27,6 +27,9 @@ from pydantic import Field, TypeAdapter, ValidationError
 from modelpkg.contract import ModelContract
 
 
+DEFAULT_MAX_BATCH = 256  # records per call when the caller sets no limit (Predictor.score_rows chunks by it)
+
+
 class InvalidRequest(ValueError):
     """Records a model cannot take. `errors` are pydantic-style dicts: loc, msg, type (and input)."""
 
@@ -49,7 +52,7 @@ class Codec(ABC):
     kind: ClassVar[str]
     media_type: ClassVar[str] = "application/json"
 
-    def __init__(self, contract: ModelContract, files_dir: Path | None = None, *, max_batch: int = 256,
+    def __init__(self, contract: ModelContract, files_dir: Path | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
                  example: dict | None = None):
         self.contract = contract
         self.files_dir = Path(files_dir) if files_dir is not None else None
@@ -197,6 +200,6 @@ def codec_class(kind: str) -> type[Codec]:
     return found
 
 
-def codec_for(contract: ModelContract, files_dir: Path | None = None, *, max_batch: int = 256,
+def codec_for(contract: ModelContract, files_dir: Path | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
               example: dict | None = None) -> Codec:
     return codec_class(contract.kind)(contract, files_dir, max_batch=max_batch, example=example)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,11 +42,24 @@ def cpu_note() -> str:
             + ("" if vnni else " (no VNNI: int8 matrix products gain little here; see docs)"))
 
 
+@contextmanager
+def quiet_quantizer():
+    """onnxruntime's quantizer logs one INFO line per tensor through the root logger: hundreds for a BERT."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_dynamic_int8(source: Path, target: Path, *, per_channel: bool = False, reduce_range: bool = False) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     reduce_range=reduce_range)
+    with quiet_quantizer():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         reduce_range=reduce_range)
     return target
 
 
@@ -60,16 +74,20 @@ class _Calibration:
 
 
 def quantize_static_int8(source: Path, target: Path, calibration: list[dict[str, np.ndarray]], *,
-                         per_channel: bool = True, reduce_range: bool = False) -> Path:
-    """QDQ, signed int8 activations and weights; `quant_pre_process` first (shape inference, Conv+BN fusion)."""
+                         per_channel: bool = True, reduce_range: bool = False,
+                         symbolic_shapes: bool = True) -> Path:
+    """QDQ, signed int8 activations and weights; `quant_pre_process` first (shape inference, Conv+BN fusion).
+    `symbolic_shapes=False` for graphs onnxruntime's symbolic shape inference cannot follow (a BERT's
+    `Min(512, sequence)` position slice): ONNX's own shape inference and the optimizer still run."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_name(target.stem + "-prepared.onnx")
-    quant_pre_process(str(source), str(prepared))
-    quantize_static(str(prepared), str(target), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                    reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
+    with quiet_quantizer():
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=not symbolic_shapes)
+        quantize_static(str(prepared), str(target), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                        reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
     prepared.unlink(missing_ok=True)
     return target
 
@@ -111,15 +129,29 @@ def speed_table(variants: list[Variant], *, repeats: int, quality_name: str) -> 
     return table
 
 
+BATCH_EFFECT = "batch_effect"  # max |change of a probability| when a row is scored alone vs in a batch
+
+
 def choose_variant(table: pd.DataFrame, *, fp32: str, candidates: list[str], quality_name: str,
-                   max_drop: float) -> tuple[str, str]:
-    """The fastest candidate whose quality is within `max_drop` of fp32; fp32 when none is. Says why."""
+                   max_drop: float, max_batch_effect: float | None = None) -> tuple[str, str]:
+    """The fastest candidate whose quality is within `max_drop` of fp32 (and, when the table measures it,
+    whose answers move by at most `max_batch_effect` with the batch a row is scored in: dynamic int8 scales
+    activations per batch); fp32 when none qualifies. Says why."""
     base = table.loc[fp32, quality_name]
-    allowed = [name for name in candidates if base - table.loc[name, quality_name] <= max_drop]
-    rejected = [f"{name} ({quality_name} {table.loc[name, quality_name]:.4f}, drop "
-                f"{base - table.loc[name, quality_name]:+.4f} > {max_drop})" for name in candidates if name not in allowed]
+
+    def problem(name: str) -> str | None:
+        drop = base - table.loc[name, quality_name]
+        if drop > max_drop:
+            return f"{name} ({quality_name} {table.loc[name, quality_name]:.4f}, drop {drop:+.4f} > {max_drop})"
+        if max_batch_effect is not None and BATCH_EFFECT in table and table.loc[name, BATCH_EFFECT] > max_batch_effect:
+            return (f"{name} (a probability moves by up to {table.loc[name, BATCH_EFFECT]:.3f} with the batch it is "
+                    f"scored in > {max_batch_effect})")
+        return None
+
+    allowed = [name for name in candidates if problem(name) is None]
+    rejected = [problem(name) for name in candidates if name not in allowed]
     if not allowed:
-        return fp32, f"{fp32} ships: every int8 variant lost too much: {'; '.join(rejected)}"
+        return fp32, f"{fp32} ships: every int8 variant failed a bound: {'; '.join(rejected)}"
     best = min(allowed, key=lambda name: table.loc[name, "latency_ms_b1"])
     if table.loc[best, "latency_ms_b1"] >= table.loc[fp32, "latency_ms_b1"]:
         return fp32, f"{fp32} ships: no int8 variant within the quality bound is faster than it"

@@ -15,6 +15,7 @@ class SplitConfig(Config):
     valid_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     shifted_source: str | None = None  # a source kept out of every split: the domain-shift traffic
+    max_rows: int | None = Field(None, ge=50)  # quick runs: a stratified sample of this many texts first
 
 
 class ModelConfig(Config):
@@ -34,7 +35,6 @@ class TrainConfig(LoopConfig):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_share: float = Field(0.1, ge=0, lt=1)  # linear warm-up over this share of the steps, then linear decay
-    max_train_rows: int | None = Field(None, ge=10)  # tiny configs cap the rows trained on
 
 
 class BaselineConfig(Config):
@@ -52,6 +52,7 @@ class EvaluateConfig(Config):
 class OptimizeConfig(Config):
     quantization: list[Literal["dynamic", "static"]] = ["dynamic", "static"]
     max_quality_drop: float = Field(0.01, ge=0)  # macro-F1 points an int8 variant may lose and still ship
+    max_batch_effect: float = Field(0.01, ge=0)  # how far a probability may move with its batch neighbours
     latency_repeats: int = Field(200, ge=10)
     threads: int = Field(2, ge=1)  # torch and onnxruntime alike, for a fair table
     calibration_rows: int = Field(200, ge=10)

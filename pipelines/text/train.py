@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from pipelines.common import tracking
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_train import fit, seeded_order, trainable_parameters
-from pipelines.text.data import load_texts, split_texts
+from pipelines.text.data import load_texts, split_texts, validate_texts
 from pipelines.text.metrics import text_metrics
 from pipelines.text.model import (classification_loss, labelled_batches, load_classifier, load_tokenizer,
                                   mean_pooled_embeddings, predict_logits, softmax, with_lora)
@@ -52,11 +52,15 @@ def load_and_split(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], list[str
         mlflow.log_text("\n".join(data.notes) + "\n", "data/validation_notes.txt")
     for note in data.notes:
         log.info("data: %s", note)
-    splits = split_texts(data.frame, valid_fraction=config.split.valid_fraction,
+    frame = data.frame
+    if config.split.max_rows and len(frame) > config.split.max_rows:
+        share = config.split.max_rows / len(frame)
+        frame = frame.groupby("label", group_keys=False).sample(frac=share, random_state=config.seed)
+        mlflow.set_tag("sampled", f"{len(frame)} of {len(data.frame)} texts (split.max_rows)")
+    splits = split_texts(frame, valid_fraction=config.split.valid_fraction,
                          test_fraction=config.split.test_fraction, seed=config.seed,
                          shifted_source=config.split.shifted_source)
-    if config.train.max_train_rows and len(splits["train"]) > config.train.max_train_rows:
-        splits["train"] = splits["train"].sample(n=config.train.max_train_rows, random_state=config.seed)
+    splits["train"] = with_extra_rows(ctx, splits)
     labels = labels_of(ctx, data.frame)
     for name, frame in splits.items():
         tracking.log_frame(frame.reset_index(drop=True), f"splits/{name}.parquet")
@@ -65,6 +69,23 @@ def load_and_split(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], list[str
     tracking.log_json(balance, "data/class_balance.json")
     ctx.summary["data"] = f"{data.source} ({len(data.frame)} texts, sha256 {data.sha256[:12]})"
     return splits, labels
+
+
+def with_extra_rows(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Retraining adds recent labelled production texts to the training split (never to valid/test), after
+    the same validation as the files (a blank text or an unknown label is named, not learned), and without
+    any text that valid or test hold."""
+    extra, config = ctx.extra_train_data, ctx.config.data
+    if extra is None or len(extra) == 0:
+        return splits["train"]
+    rows = pd.DataFrame({"file": "production", "line": range(1, len(extra) + 1), "source": "production",
+                         "text": extra["text"].astype(str).to_numpy(), "label": extra["label"].astype(str).to_numpy()})
+    recent, _ = validate_texts(rows, labels=config.labels, label_names={}, min_class_examples=1,
+                               max_chars=config.max_chars)
+    held_out = set(splits["valid"]["text"]) | set(splits["test"]["text"]) | set(splits["train"]["text"])
+    recent = recent[~recent["text"].isin(held_out)][["text", "label", "source"]]
+    mlflow.log_param("extra_train_rows", len(recent))
+    return pd.concat([splits["train"], recent], ignore_index=True)
 
 
 def fit_tfidf(ctx: StageContext, splits, labels) -> dict[str, float]:

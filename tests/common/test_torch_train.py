@@ -149,7 +149,11 @@ def test_choose_variant_ships_the_fastest_int8_within_the_quality_bound_and_says
     shipped, why = choose_variant(measured, fp32="fp32", candidates=["dynamic", "static"], quality_name="f1", max_drop=0.01)
     assert shipped == "dynamic" and why.startswith("dynamic ships") and "rejected: static" in why
     shipped, why = choose_variant(measured, fp32="fp32", candidates=["static"], quality_name="f1", max_drop=0.01)
-    assert shipped == "fp32" and "lost too much" in why
+    assert shipped == "fp32" and "failed a bound" in why
+    neighbours = table(fp32=(1.0, 0.93), dynamic=(0.3, 0.93)).assign(batch_effect=[0.0, 0.3])
+    shipped, why = choose_variant(neighbours, fp32="fp32", candidates=["dynamic"], quality_name="f1", max_drop=0.01,
+                                  max_batch_effect=0.01)
+    assert shipped == "fp32" and "moves by up to 0.300 with the batch" in why
     slow = table(fp32=(1.0, 0.93), dynamic=(1.5, 0.93))
     assert choose_variant(slow, fp32="fp32", candidates=["dynamic"], quality_name="f1", max_drop=0.01)[0] == "fp32"
 

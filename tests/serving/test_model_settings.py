@@ -130,3 +130,29 @@ def test_a_body_not_in_the_models_media_type_is_415(client, bundle_config, kind_
     # no Content-Type at all: read as the model's media type (plain clients often send none)
     assert client.post(f"/v1/{name}/predict", content=body).status_code == 200
     assert f'route="/v1/{name}/predict",status="415"}} 3.0' in client.get("/metrics").text
+
+
+def test_an_optional_model_without_a_version_keeps_the_server_ready_and_reloads_succeeding(bundle_config, monkeypatch):
+    """`make churn` alone, then `make serve`: the text entry (required: false) has nothing to load yet."""
+    models = [*bundle_config.model_dump()["models"], {"name": "untrained", "required": False}]
+    config = bundle_config.model_copy(update={"models": type(bundle_config.models)(
+        type(bundle_config.models[0]).model_validate(m) for m in models)})
+    monkeypatch.setenv(config.admin.api_key_env, ADMIN_KEY)
+    with TestClient(create_app(config)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert "untrained" in ready.json()["optional_unavailable"] and "untrained" not in ready.json()["models"]
+        listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+        assert listed["untrained"]["status"] == "unavailable"
+        reload = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
+        assert reload.status_code == 200 and reload.json()["reloaded"]["untrained"]["ok"] is False
+        assert client.post("/v1/untrained/predict", json=[{}]).status_code == 503
+
+
+def test_a_required_model_that_is_missing_makes_the_server_not_ready(bundle_config):
+    models = [*bundle_config.model_dump()["models"], {"name": "untrained"}]
+    config = bundle_config.model_copy(update={"models": type(bundle_config.models)(
+        type(bundle_config.models[0]).model_validate(m) for m in models)})
+    with TestClient(create_app(config)) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "untrained" in ready.json()["reasons"]

