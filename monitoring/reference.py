@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from modelpkg.codecs import Codec, Descriptor, InvalidRequest, codec_for
 from modelpkg.contract import LABEL, ModelContract
-from modelpkg.package import PackageFiles, load_model
+from modelpkg.package import RegisteredPackage, load_model
 from modelpkg.runtime import Predictor, prediction_columns
 
 
@@ -40,16 +40,8 @@ def prediction_column_names(contract: ModelContract) -> list[str]:
 
 
 @dataclass(frozen=True)
-class WatchedModel:
-    """One registered version: its package, scored and described through its own codec."""
-
-    name: str
-    version: str
-    files: PackageFiles
-
-    @property
-    def contract(self) -> ModelContract:
-        return self.files.contract
+class WatchedModel(RegisteredPackage):
+    """One registered version (name, version, package files), scored and described through its own codec."""
 
     @functools.cached_property
     def predictor(self) -> Predictor:

@@ -47,13 +47,8 @@ def log_sklearn_model(model, name: str, sample: pd.DataFrame) -> str:
 def load_data(ctx: StageContext) -> CustomerData:
     config = ctx.config
     data = load_customers(config.data.path, synthetic_rows=config.data.synthetic_rows, seed=config.seed)
-    tracking.log_data_identity(data.sha256, data.source, data.path, len(data.frame))
-    if data.source == "synthetic":
-        mlflow.set_tag("WARNING", "SYNTHETIC DATA: no Telco CSV found; metrics say nothing about real customers")
-    if data.notes:
-        mlflow.log_text("\n".join(data.notes) + "\n", "data/validation_notes.txt")
-    for note in data.notes:
-        log.info("data: %s", note)
+    tracking.log_loaded_data(data.sha256, data.source, data.path, len(data.frame), data.notes,
+                             synthetic_warning="SYNTHETIC DATA: no Telco CSV found; metrics say nothing about real customers")
     return data
 
 

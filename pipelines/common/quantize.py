@@ -140,13 +140,14 @@ def choose_variant(table: pd.DataFrame, *, fp32: str, candidates: list[str], qua
     base = table.loc[fp32, quality_name]
 
     def problem(name: str) -> str | None:
+        found = []
         drop = base - table.loc[name, quality_name]
         if drop > max_drop:
-            return f"{name} ({quality_name} {table.loc[name, quality_name]:.4f}, drop {drop:+.4f} > {max_drop})"
+            found.append(f"{quality_name} {table.loc[name, quality_name]:.4f}, drop {drop:+.4f} > {max_drop}")
         if max_batch_effect is not None and BATCH_EFFECT in table and table.loc[name, BATCH_EFFECT] > max_batch_effect:
-            return (f"{name} (a probability moves by up to {table.loc[name, BATCH_EFFECT]:.3f} with the batch it is "
-                    f"scored in > {max_batch_effect})")
-        return None
+            found.append(f"a probability moves by up to {table.loc[name, BATCH_EFFECT]:.3f} with the batch it is "
+                         f"scored in > {max_batch_effect}")
+        return f"{name} ({'; '.join(found)})" if found else None
 
     allowed = [name for name in candidates if problem(name) is None]
     rejected = [problem(name) for name in candidates if name not in allowed]

@@ -120,6 +120,19 @@ def log_data_identity(sha256: str, source: str, path: str | None, rows: int) -> 
     mlflow.log_param("data_rows", rows)
 
 
+def log_loaded_data(sha256: str, source: str, path: str | None, rows: int, notes: list[str], *,
+                    synthetic_warning: str) -> None:
+    """What a train stage records of the data it read: identity, a loud tag for synthetic data, and every
+    validation note (in the log and as an artifact)."""
+    log_data_identity(sha256, source, path, rows)
+    if source == "synthetic":
+        mlflow.set_tag("WARNING", synthetic_warning)
+    if notes:
+        mlflow.log_text("\n".join(notes) + "\n", "data/validation_notes.txt")
+    for note in notes:
+        log.info("data: %s", note)
+
+
 def promote_data_identity(stage_run_id: str) -> None:
     """Copy a stage's data tags onto the active (pipeline) run, so the parent says what data it saw."""
     tags = run_tags(stage_run_id)

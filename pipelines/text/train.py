@@ -45,13 +45,8 @@ def label_ids(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
 def load_and_split(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], list[str]]:
     config = ctx.config
     data = load_texts(config.data, seed=config.seed)
-    tracking.log_data_identity(data.sha256, data.source, ", ".join(data.paths) or None, len(data.frame))
-    if data.source == "synthetic":
-        mlflow.set_tag("WARNING", "SYNTHETIC DATA: no text files found; metrics say nothing about real texts")
-    if data.notes:
-        mlflow.log_text("\n".join(data.notes) + "\n", "data/validation_notes.txt")
-    for note in data.notes:
-        log.info("data: %s", note)
+    tracking.log_loaded_data(data.sha256, data.source, ", ".join(data.paths) or None, len(data.frame), data.notes,
+                             synthetic_warning="SYNTHETIC DATA: no text files found; metrics say nothing about real texts")
     frame = data.frame
     if config.split.max_rows and len(frame) > config.split.max_rows:
         share = config.split.max_rows / len(frame)
