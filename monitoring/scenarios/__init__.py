@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 NO_DRIFT = "no_drift"
-# Project name -> module defining SCENARIOS. Vision and text register theirs here when they land.
-PROJECT_MODULES = {"churn": "monitoring.scenarios.churn"}
+# Project name -> module defining SCENARIOS. Vision registers its own here when it lands.
+PROJECT_MODULES = {"churn": "monitoring.scenarios.churn", "text": "monitoring.scenarios.text"}
 
 # (pool of held-out rows, rows wanted, random generator, **parameters) -> the window's rows
 Transform = Callable[..., pd.DataFrame]

@@ -58,3 +58,45 @@ def test_every_project_gets_no_drift_even_without_a_scenario_module():
     assert set(scenarios_for("toy_image")) == {NO_DRIFT}
     with pytest.raises(ValueError, match="unknown scenario 'price_increase' for toy_image \\(known: no_drift\\)"):
         get_scenario("toy_image", "price_increase")
+
+
+# ---------------------------------------------------------------------------------------------- text
+@pytest.fixture(scope="module")
+def texts() -> pd.DataFrame:
+    from tests.factories import toy_texts
+
+    pool = toy_texts(600, seed=3)
+    return pool.assign(source=np.where(np.arange(len(pool)) % 3 == 0, "imdb_labelled", "amazon_cells_labelled"))
+
+
+def draw_text(pool, name: str, **params) -> pd.DataFrame:
+    return get_scenario("text", name).draw(pool, 400, np.random.default_rng(1), params)
+
+
+def test_text_registers_its_scenarios_beside_no_drift():
+    assert set(scenarios_for("text")) == {NO_DRIFT, "domain_shift", "new_vocabulary", "length_shift"}
+
+
+def test_domain_shift_draws_from_one_source_and_names_a_missing_one(texts):
+    assert set(draw_text(texts, "domain_shift", source="imdb_labelled")["source"]) == {"imdb_labelled"}
+    half = draw_text(texts, "domain_shift", source="imdb_labelled", share=0.5)
+    assert 0.6 < (half["source"] == "imdb_labelled").mean() < 0.75  # half forced + a third of the rest
+    with pytest.raises(ValueError, match="no held-out text from source 'yelp'"):
+        draw_text(texts, "domain_shift", source="yelp")
+    with pytest.raises(ValueError, match="needs a `source` column"):
+        draw_text(texts.drop(columns=["source"]), "domain_shift")
+
+
+def test_new_vocabulary_inserts_new_words_into_about_the_share_asked(texts):
+    from monitoring.scenarios.text import NEW_WORDS
+
+    window = draw_text(texts, "new_vocabulary", share=0.5, words=2)
+    touched = window["text"].apply(lambda t: any(w in t for w in NEW_WORDS))
+    assert 0.4 < touched.mean() < 0.6
+    assert set(window["text"][~touched]) <= set(texts["text"])  # the other texts arrive as they were
+    assert not set(window["text"][touched]) & set(texts["text"])
+
+
+def test_length_shift_makes_texts_longer(texts):
+    words = lambda frame: frame["text"].str.split().str.len().mean()  # noqa: E731
+    assert words(draw_text(texts, "length_shift", power=3.0)) > 1.1 * words(draw_text(texts, NO_DRIFT))  # toys: 4-10 words

@@ -1,0 +1,137 @@
+"""Running a model package: one onnxruntime session set-up, and the one rule from probabilities to labels.
+
+Every caller goes through here: the export stage's parity check, the server, monitoring's reference and
+retraining judge, batch scoring. So a probability means the same label everywhere: binary models report
+P(positive) and say positive at the contract's threshold (0.5 when none was tuned); multi-class models
+say the most likely class and report its probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from modelpkg.codecs import DEFAULT_MAX_BATCH, Codec, codec_for
+from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, ModelContract, class_probability_column
+from modelpkg.package import PackageFiles
+
+ORT_LOG_ERRORS_ONLY = 3  # onnxruntime severity: 0 verbose ... 3 error, 4 fatal
+DEFAULT_THRESHOLD = 0.5  # binary models without a tuned threshold: the more likely class
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """0 threads = onnxruntime's choice (all cores). The server runs small models on one thread each,
+    without spinning: request concurrency keeps the cores busy, and spinning would steal the event loop's CPU."""
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    allow_spinning: bool = True
+
+
+def open_session(model: str | Path | bytes, settings: SessionSettings = SessionSettings()) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = ORT_LOG_ERRORS_ONLY  # unused-initialiser warnings are noise for readers
+    if not settings.allow_spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def check_inputs(contract: ModelContract, session: ort.InferenceSession) -> None:
+    """The graph must take exactly the inputs the contract describes, or every request would fail."""
+    graph = {node.name for node in session.get_inputs()}
+    promised = {spec.name for spec in contract.inputs}
+    if graph != promised:
+        raise ValueError(f"contract and ONNX graph disagree on inputs: only in contract {sorted(promised - graph)}, "
+                         f"only in graph {sorted(graph - promised)}")
+
+
+def class_indices(labels: Sequence[Any], contract: ModelContract) -> np.ndarray:
+    """Label strings -> class indices in the contract's order; a label the model does not know is an error
+    naming it (a metric or a promotion judged on it would mean nothing)."""
+    index = {label: i for i, label in enumerate(contract.labels)}
+    unknown = sorted({str(label) for label in labels} - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of {contract.name} (classes: {contract.labels})")
+    return np.array([index[str(label)] for label in labels], dtype=int)
+
+
+def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, classes] probabilities -> (class index per row, the probability reported per row)."""
+    probabilities = np.asarray(probabilities)
+    if len(contract.labels) == 2:
+        positive = contract.positive_index
+        reported = probabilities[:, positive]
+        threshold = contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
+        return np.where(reported >= threshold, positive, 1 - positive), reported
+    chosen = probabilities.argmax(axis=1)
+    return chosen, probabilities[np.arange(len(chosen)), chosen]
+
+
+def answers(probabilities: np.ndarray, contract: ModelContract) -> list[dict]:
+    """One answer per row, as the API returns and the prediction log keeps it. The same rule as `decide`,
+    on plain floats: this runs on every request, and for a few rows NumPy's indexing costs more than it saves."""
+    labels = contract.labels
+    if len(labels) == 2:
+        positive = contract.positive_index
+        threshold = contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
+        yes, no = labels[positive], labels[1 - positive]
+        return [{"label": yes if p >= threshold else no, "probability": p} for p in probabilities[:, positive].tolist()]
+    chosen, reported = decide(probabilities, contract)
+    return [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
+            for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
+
+
+def prediction_columns(probabilities: np.ndarray, contract: ModelContract) -> dict[str, Any]:
+    """The reference's prediction columns (monitoring's frame), from probabilities."""
+    chosen, reported = decide(probabilities, contract)
+    columns: dict[str, Any] = {PROBABILITY: np.asarray(reported, np.float64),
+                               PREDICTED_LABEL: np.asarray(contract.labels, dtype=object)[chosen]}
+    if len(contract.labels) > 2:
+        columns |= {class_probability_column(label): np.asarray(probabilities[:, i], np.float64)
+                    for i, label in enumerate(contract.labels)}
+    return columns
+
+
+def answer_columns(answer: Mapping[str, Any], contract: ModelContract) -> dict[str, Any]:
+    """The same columns, from one logged answer (what `answers` returned)."""
+    row = {PROBABILITY: float(answer["probability"]), PREDICTED_LABEL: str(answer["label"])}
+    if len(contract.labels) > 2:
+        row |= {class_probability_column(label): float(answer["probabilities"][label]) for label in contract.labels}
+    return row
+
+
+class Predictor:
+    """A package, ready to score: its contract, its codec and one onnxruntime session."""
+
+    def __init__(self, files: PackageFiles, *, settings: SessionSettings = SessionSettings(),
+                 max_batch: int = DEFAULT_MAX_BATCH, example: dict | None = None):
+        self.files = files
+        self.contract = files.contract
+        self.codec: Codec = codec_for(self.contract, files.files_dir, max_batch=max_batch, example=example)
+        self.session = open_session(files.onnx_path, settings)
+        check_inputs(self.contract, self.session)
+
+    def probabilities(self, records: list[Any]) -> np.ndarray:
+        """Decoded records (what codec.parse / codec.validate return) -> [rows, classes] probabilities."""
+        return self.session.run([self.contract.probability_output], self.codec.feeds(records))[0]
+
+    def score_rows(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> np.ndarray:
+        """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request
+        takes: request record -> validation -> feeds -> graph."""
+        chunk = chunk or self.codec.max_batch
+        if not rows:
+            return np.zeros((0, len(self.contract.labels)), dtype=np.float32)
+        parts = [self.probabilities(self.codec.validate(self.codec.requests(rows[start:start + chunk])))
+                 for start in range(0, len(rows), chunk)]
+        return np.concatenate(parts)

@@ -1,0 +1,55 @@
+"""YAML configs validated into typed, frozen pydantic models at start-up.
+
+Every tunable number lives in `configs/*.yaml`. Unknown keys are errors (a typo must not silently fall
+back to a default), and the error names the offending key and file. Imports only pydantic and yaml, so
+serving and monitoring can use it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Config(BaseModel):
+    """Base class of every config section: strict (no unknown keys) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not match its schema."""
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_config(path: str | Path, schema: type[C]) -> C:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from error
+
+
+class DecisionConfig(Config):
+    """The paired-bootstrap promotion rule (pipelines.common.bootstrap.decide): which metric, how many
+    resamples, and the P(challenger better) a challenger needs. Gate, export and retraining each carry one."""
+
+    metric: Literal["roc_auc", "log_loss", "macro_f1"] = "roc_auc"
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence: float = Field(0.8, gt=0.5, lt=1)

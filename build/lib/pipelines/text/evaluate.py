@@ -1,0 +1,84 @@
+"""Evaluate stage: the fine-tuned classifier on the test split, beside the baselines trained on the same split.
+
+Logged: accuracy, macro-F1, per-class precision/recall (classification report), confusion matrix,
+calibration (expected calibration error and a reliability diagram), the most confident mistakes as a
+table, occlusion attributions for a few test texts (how much each word moves the predicted class's
+probability when left out: model-agnostic, exact for short texts), and the comparison table.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+from sklearn.metrics import classification_report, confusion_matrix
+
+from pipelines.common.metrics import expected_calibration_error
+from pipelines.common.plots import log_confusion_matrix, log_reliability_diagram
+from pipelines.common.runner import StageContext
+from pipelines.text.metrics import text_metrics
+from pipelines.text.model import predict_logits, softmax
+from pipelines.text.train import label_ids, load_split, load_trained
+
+
+def occlusion(model, tokenizer, text: str, target: int, max_length: int) -> list[tuple[str, float]]:
+    """Each word's share of the decision: P(target | text) - P(target | text without that word)."""
+    words = text.split()
+    variants = [text] + [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+    p = softmax(predict_logits(model, tokenizer, variants, max_length))[:, target]
+    return [(word, float(p[0] - p[i + 1])) for i, word in enumerate(words)]
+
+
+def attribution_html(rows: list[tuple[str, str, str, list[tuple[str, float]]]]) -> str:
+    """Words shaded green when they push towards the predicted class, red when against."""
+    blocks = []
+    for text_id, truth, predicted, weights in rows:
+        scale = max((abs(w) for _, w in weights), default=1.0) or 1.0
+        spans = " ".join(
+            f'<span title="{w:+.3f}" style="background: rgba({"0,160,0" if w > 0 else "200,0,0"},{abs(w) / scale:.2f})">'
+            f"{html.escape(word)}</span>" for word, w in weights)
+        blocks.append(f"<p><b>{html.escape(text_id)}</b> true <i>{html.escape(truth)}</i>, predicted "
+                      f"<i>{html.escape(predicted)}</i><br>{spans}</p>")
+    return "<html><body><h3>Occlusion attributions (word left out: change in P(predicted))</h3>" + "".join(blocks) + "</body></html>"
+
+
+def confident_mistakes(test: pd.DataFrame, probabilities: np.ndarray, labels: list[str], n: int) -> pd.DataFrame:
+    predicted = probabilities.argmax(axis=1)
+    frame = pd.DataFrame({"text": test["text"].to_numpy(), "label": test["label"].to_numpy(),
+                          "predicted": np.asarray(labels)[predicted], "confidence": probabilities.max(axis=1)})
+    return frame[frame["label"] != frame["predicted"]].sort_values("confidence", ascending=False).head(n)
+
+
+def run(ctx: StageContext) -> None:
+    config = ctx.config
+    model, tokenizer, labels = load_trained(ctx)
+    test = load_split(ctx, "test")
+    y = label_ids(test, labels)
+    probabilities = softmax(predict_logits(model, tokenizer, test["text"].tolist(), config.model.max_length))
+    predicted = probabilities.argmax(axis=1)
+    metrics = text_metrics("test", y, probabilities)
+    metrics["test_ece"] = expected_calibration_error(y, probabilities, config.evaluate.calibration_bins)
+    mlflow.log_metrics(metrics)
+    report = classification_report(y, predicted, labels=list(range(len(labels))), target_names=labels,
+                                   output_dict=True, zero_division=0)
+    mlflow.log_dict(report, "evaluate/classification_report.json")
+    log_confusion_matrix(confusion_matrix(y, predicted, labels=list(range(len(labels)))), labels,
+                         "evaluate/confusion_matrix.png")
+    log_reliability_diagram(y, probabilities, config.evaluate.calibration_bins, "evaluate/reliability.png")
+    mistakes = confident_mistakes(test, probabilities, labels, config.evaluate.confident_mistakes)
+    mlflow.log_table(mistakes, "evaluate/confident_mistakes.json")
+    examples = test.head(config.evaluate.attribution_examples)
+    rows = [(f"test row {i}", row.label, labels[predicted[i]],
+             occlusion(model, tokenizer, row.text, int(predicted[i]), config.model.max_length))
+            for i, row in enumerate(examples.itertuples())]
+    if rows:
+        mlflow.log_text(attribution_html(rows), "evaluate/attributions.html")
+    baselines = json.loads(ctx.artifact("train", "baselines.json").read_text())
+    table = pd.DataFrame({name: {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
+                          for name, m in baselines.items()}).T
+    mlflow.log_table(table.reset_index(names="model"), "evaluate/comparison.json")
+    ctx.summary |= {"model_table": "Test split, every model:\n" + table.round(4).to_string(),
+                    "test_macro_f1": metrics["test_macro_f1"], "test_ece": metrics["test_ece"]}

@@ -1,0 +1,175 @@
+"""The serving config: `configs/serving.yaml` validated into frozen pydantic models.
+
+Every limit, path and switch of the server lives in that file, and the environment can override a few
+of them here, in one place, so a deployment changes them without editing YAML. Imports only pydantic
+and the shared YAML loader (no training code), so the serving process stays small.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from pipelines.common.config import Config, load_config
+
+DEFAULT_CONFIG = Path("configs/serving.yaml")
+
+# Environment variable -> (section, key) it overrides. The only place the environment is read.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MLFLOW_TRACKING_URI": ("source", "tracking_uri"),
+    "PREDICTION_LOG": ("prediction_log", "path"),
+    "SERVING_MODEL_CACHE": ("source", "cache_dir"),
+    "SERVING_HOST": ("server", "host"),
+    "SERVING_PORT": ("server", "port"),
+}
+BUNDLES_ENV = "SERVING_BUNDLES"  # a folder of bundles: switches the source to bundle mode
+
+
+class ServerConfig(Config):
+    host: str
+    port: int = Field(ge=0, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+    graceful_shutdown_seconds: float = Field(gt=0)
+
+
+class SourceConfig(Config):
+    """Where models come from: the MLflow registry (development) or exported bundles (deployment)."""
+
+    kind: Literal["registry", "bundles"] = "registry"
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    cache_dir: Path = Path(".cache/serving/models")
+    bundle_root: Path = Path("dist/bundles")
+
+
+class LimitsConfig(Config):
+    max_body_bytes: int = Field(gt=0)
+    max_batch: int = Field(gt=0)
+    max_feedback_items: int = Field(gt=0)
+
+
+class OnnxRuntimeConfig(Config):
+    intra_op_threads: int = Field(ge=0)  # 0 = onnxruntime's choice (all cores)
+    inter_op_threads: int = Field(ge=0)
+    allow_spinning: bool = False
+
+
+class ModelLimitsConfig(Config):
+    """A model's own limits; a key left out takes the top-level `limits` value."""
+
+    max_body_bytes: int | None = Field(None, gt=0)
+    max_batch: int | None = Field(None, gt=0)
+
+
+class ModelOnnxRuntimeConfig(Config):
+    """A model's own session settings; a key left out takes the top-level `onnxruntime` value."""
+
+    intra_op_threads: int | None = Field(None, ge=0)
+    inter_op_threads: int | None = Field(None, ge=0)
+    allow_spinning: bool | None = None
+
+
+class ModelConfig(Config):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the URL segment: /v1/<name>/predict
+    alias: str = "champion"
+    example: dict | None = None  # one request record for the API docs (the contract's own is used if invalid)
+    # inline: onnxruntime runs on the event loop (a tabular model's 30 us cost less than a hop to a thread);
+    # thread: decoding and onnxruntime run in a worker thread (a CNN's milliseconds must not stall the loop)
+    execution: Literal["inline", "thread"] = "inline"
+    # required: /ready answers 503 until this model is loaded. An optional model that has not been trained
+    # yet (no registered version) is reported by /ready and /v1/models but keeps no one else from serving.
+    required: bool = True
+    limits: ModelLimitsConfig = ModelLimitsConfig()
+    onnxruntime: ModelOnnxRuntimeConfig = ModelOnnxRuntimeConfig()
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What one model is served with: its own overrides over the top-level defaults, resolved once."""
+
+    execution: Literal["inline", "thread"]
+    max_body_bytes: int
+    max_batch: int
+    onnxruntime: OnnxRuntimeConfig
+
+
+class PredictionLogConfig(Config):
+    enabled: bool = True
+    path: Path = Path("data/predictions/predictions.db")
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    wait_for_commit: bool = True
+    max_batch_rows: int = Field(gt=0)
+    checkpoint_interval_seconds: float = Field(gt=0)
+
+
+class MetricsConfig(Config):
+    enabled: bool = True
+    latency_buckets_seconds: list[float] = Field(min_length=1)
+    probability_buckets: list[float] = Field(min_length=1)
+
+
+class AdminConfig(Config):
+    api_key_env: str = "SERVING_ADMIN_KEY"
+
+
+class ServingConfig(Config):
+    """Every section is required: the YAML file is the one place the numbers live."""
+
+    server: ServerConfig
+    models: list[ModelConfig] = Field(min_length=1)
+    source: SourceConfig
+    limits: LimitsConfig
+    onnxruntime: OnnxRuntimeConfig
+    prediction_log: PredictionLogConfig
+    metrics: MetricsConfig
+    admin: AdminConfig
+
+    @field_validator("models")
+    @classmethod
+    def distinct_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [model.name for model in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be distinct (they are URL segments): {names}")
+        return models
+
+    def model(self, name: str) -> ModelConfig:
+        return next(model for model in self.models if model.name == name)
+
+    def settings(self, name: str) -> ModelSettings:
+        """The limits, session settings and execution of model `name`: its own, else the defaults."""
+        model = self.model(name)
+        limits = self.limits.model_dump() | model.limits.model_dump(exclude_none=True)
+        session = self.onnxruntime.model_dump() | model.onnxruntime.model_dump(exclude_none=True)
+        return ModelSettings(execution=model.execution, max_body_bytes=limits["max_body_bytes"],
+                             max_batch=limits["max_batch"],
+                             onnxruntime=OnnxRuntimeConfig(**session))
+
+
+def with_overrides(config: ServingConfig, **sections: dict | list) -> ServingConfig:
+    """A copy with some keys replaced, validated again: `with_overrides(c, metrics={"enabled": False})`.
+    A mapping is merged into its section; anything else (the `models` list) replaces it."""
+    raw = config.model_dump()
+    for section, values in sections.items():
+        raw[section] = raw[section] | values if isinstance(values, dict) else values
+    return ServingConfig.model_validate(raw)
+
+
+def env_overrides(environ: dict[str, str]) -> dict[str, dict]:
+    """The config changes the environment asks for, grouped by section."""
+    sections: dict[str, dict] = {}
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            sections.setdefault(section, {})[key] = environ[variable]
+    if environ.get(BUNDLES_ENV):
+        sections.setdefault("source", {}).update(kind="bundles", bundle_root=environ[BUNDLES_ENV])
+    return sections
+
+
+def load_serving_config(path: str | Path = DEFAULT_CONFIG, environ: dict[str, str] | None = None) -> ServingConfig:
+    """Read the YAML, then apply the environment overrides (pass `environ={}` to ignore the environment)."""
+    config = load_config(path, ServingConfig)
+    return with_overrides(config, **env_overrides(os.environ if environ is None else environ))

@@ -1,0 +1,170 @@
+"""The models being served: load a bundle into an onnxruntime session, and swap versions atomically.
+
+A `LoadedModel` is immutable: contract, session, adapter and settings of one version, together. The
+store maps each configured name to its current `LoadedModel`; a request takes that object once, at its
+start, and uses it to the end. Reload builds the new version completely (download, session, warm-up
+prediction) before one dict assignment makes it current, so requests in flight finish on the old
+session, new ones start on the new, and none sees half a model. Python drops the old session once its
+last request ends.
+
+The session, its input check, the codec and the label rule are `modelpkg.runtime`'s (`Predictor`,
+`answers`): the server scores exactly as export's parity check and monitoring do.
+
+A model that fails to load is recorded with its reason (for /ready and the log) and never stops the
+other models from serving; a failed reload keeps the previous version serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import onnxruntime as ort
+
+from modelpkg.contract import ModelContract
+from modelpkg.runtime import Predictor, SessionSettings
+from serving.adapter import Adapter
+from serving.config import ModelConfig, ModelSettings, ServingConfig
+from serving.sources import ModelSource, ResolvedModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is configured but not loaded (its reason says why)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One version, ready to predict: what it is (contract, version), what runs it (session, adapter) and
+    how it is served (settings: limits, threads, execution)."""
+
+    name: str
+    version: str
+    alias: str
+    source: str
+    contract: ModelContract
+    predictor: Predictor  # the codec and the onnxruntime session
+    adapter: Adapter
+    settings: ModelSettings
+    loaded_at: float
+
+    def predict(self, records: list[Any]) -> list[dict]:
+        """Decoded records -> one answer per record."""
+        return self.adapter.outputs(self.predictor.probabilities(records))
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        return self.predictor.session
+
+    def parse_and_predict(self, body: bytes) -> tuple[list[Any], list[dict]]:
+        """The whole CPU part of a request (decode, feeds, graph): what `execution: thread` runs off the loop."""
+        records = self.adapter.parse(body)
+        return records, self.predict(records)
+
+    def describe(self) -> dict:
+        """What /v1/models says about this model."""
+        contract, settings = self.contract, self.settings
+        return {
+            "name": self.name, "status": "loaded", "version": self.version, "alias": self.alias,
+            "run_id": contract.run_id, "source": self.source, "kind": contract.kind,
+            "model_type": contract.model_type, "labels": contract.labels,
+            "positive_label": contract.positive_label, "threshold": contract.threshold,
+            "id_field": contract.id_field, "media_type": self.adapter.media_type,
+            "inputs": [spec.model_dump(exclude_defaults=True) for spec in contract.inputs],
+            "metrics": contract.metrics, "created_at": contract.created_at, "loaded_at": self.loaded_at,
+            "serving": {"execution": settings.execution, "max_batch": settings.max_batch,
+                        "max_body_bytes": settings.max_body_bytes},
+        }
+
+
+def load_model(resolved: ResolvedModel, model_config: ModelConfig, config: ServingConfig) -> LoadedModel:
+    """Open one bundle and prove it predicts (on the adapter's example) before anyone relies on it."""
+    contract = resolved.files.contract
+    if contract.name != model_config.name:
+        raise ValueError(f"{resolved.directory}: contract is for model {contract.name!r}, not {model_config.name!r}")
+    settings = config.settings(model_config.name)
+    predictor = Predictor(resolved.files, settings=SessionSettings(**settings.onnxruntime.model_dump()),
+                          max_batch=settings.max_batch, example=model_config.example)
+    model = LoadedModel(name=resolved.name, version=resolved.version, alias=resolved.alias, source=resolved.source,
+                        contract=contract, predictor=predictor, adapter=Adapter(predictor.codec),
+                        settings=settings, loaded_at=time.time())
+    model.predict(model.adapter.example_records())
+    return model
+
+
+class ModelStore:
+    """Current version of every configured model, by name, with the reason a model is missing."""
+
+    def __init__(self, config: ServingConfig, source: ModelSource,
+                 on_change: Callable[[str, LoadedModel | None, LoadedModel], None] | None = None):
+        self.config = config
+        self.source = source
+        self.on_change = on_change
+        self._models: dict[str, LoadedModel] = {}
+        self._errors: dict[str, str] = {model.name: "not loaded yet" for model in config.models}
+        self._reload_lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return [model.name for model in self.config.models]
+
+    def get(self, name: str) -> LoadedModel:
+        """The current version; raises ModelUnavailable with the reason when there is none."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelUnavailable(f"model {name!r} is not loaded: {self._errors.get(name, 'unknown model')}")
+        return model
+
+    def current(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
+
+    def problems(self, *, required_only: bool = False) -> dict[str, str]:
+        """Why each configured model that is not serving is not serving (empty: all ready)."""
+        return {model.name: self._errors.get(model.name, "not loaded") for model in self.config.models
+                if model.name not in self._models and (model.required or not required_only)}
+
+    def load(self, name: str) -> LoadedModel:
+        """Resolve, load and swap in the current version of `name`; on failure keep what was serving."""
+        model_config = self.config.model(name)
+        try:
+            resolved = self.source.resolve(name, model_config.alias)
+            model = load_model(resolved, model_config, self.config)
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            log.error("model %r failed to load: %s", name, reason, exc_info=True)
+            if name not in self._models:
+                self._errors[name] = reason
+            raise
+        previous = self._models.get(name)
+        self._models[name] = model  # the atomic swap: one reference assignment
+        self._errors.pop(name, None)
+        log.info("serving %s version %s (%s)%s", name, model.version, model.source,
+                 f", replacing version {previous.version}" if previous else "")
+        if self.on_change:
+            self.on_change(name, previous, model)
+        return model
+
+    def load_all(self) -> None:
+        """Start-up: try every model; one that fails is logged and reported by /ready, the rest serve."""
+        for name in self.names:
+            try:
+                self.load(name)
+            except Exception:  # already logged and recorded by load()
+                pass
+
+    def reload(self, names: list[str] | None = None) -> dict[str, dict]:
+        """Switch each model to its alias's current version. One reload at a time."""
+        results: dict[str, dict] = {}
+        with self._reload_lock:
+            for name in names or self.names:
+                previous = self._models.get(name)
+                before = previous.version if previous else None
+                try:
+                    results[name] = {"ok": True, "previous": before, "version": self.load(name).version}
+                except Exception as error:
+                    results[name] = {"ok": False, "previous": before, "error": f"{type(error).__name__}: {error}"}
+        return results
