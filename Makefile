@@ -21,7 +21,7 @@ export CHURN_DATA := $(SHARED_CHURN)
 endif
 endif
 
-.PHONY: help setup data churn text all serve bundle ui monitor simulate bench bench-churn bench-serve bench-monitor test test-fast clean
+.PHONY: help setup data churn text all serve bundle ui monitor simulate bench bench-churn bench-text bench-serve bench-monitor test test-fast clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,7 +69,10 @@ bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow mo
 bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows
 	$(PY) benchmarks/bench_monitor.py --sizes 100,250,500
 
-bench: bench-churn bench-serve bench-monitor  ## every benchmark
+bench-text: $(STAMP)  ## text: test macro-F1 per model over 3 split seeds, plus one full fine-tune
+	$(PY) benchmarks/bench_text.py
+
+bench: bench-churn bench-text bench-serve bench-monitor  ## every benchmark
 
 test: $(STAMP)  ## the whole test suite (unit + end-to-end on tiny configs)
 	$(PY) -m pytest

@@ -24,6 +24,7 @@ class ModelConfig(Config):
 
 
 class LoraConfig(Config):
+    enabled: bool = True  # False: a full fine-tune (every weight trains), for comparison (make bench-text)
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)

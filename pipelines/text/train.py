@@ -124,20 +124,24 @@ def linear_schedule(optimizer, total_steps: int, warmup_share: float):
 
 
 def fit_lora(ctx: StageContext, splits, labels, tokenizer):
-    """LoRA on the pretrained encoder, the head trained in full; early stopping on valid macro-F1."""
+    """LoRA on the pretrained encoder, the head trained in full (or, with lora.enabled false, every weight);
+    early stopping on valid macro-F1. Returns the merged model, the history, test metrics and the run's name."""
     config = ctx.config
     settings = config.train
     texts, y = splits["train"]["text"].tolist(), label_ids(splits["train"], labels)
     valid_texts, valid_y = splits["valid"]["text"].tolist(), label_ids(splits["valid"], labels)
-    with tracking.child_run("lora", project=ctx.project, model_name="lora"):
+    name = "lora" if config.lora.enabled else "full_finetune"
+    with tracking.child_run(name, project=ctx.project, model_name=name):
         torch.manual_seed(config.seed)
-        model = with_lora(load_classifier(config.model.base_model, labels), config.lora)
+        model = load_classifier(config.model.base_model, labels)
+        if config.lora.enabled:
+            model = with_lora(model, config.lora)
+            mlflow.log_params({"lora.r": config.lora.r, "lora.alpha": config.lora.alpha,
+                               "lora.target_modules": ",".join(config.lora.target_modules)})
         trainable, total = trainable_parameters(model)
-        mlflow.log_params({"lora.r": config.lora.r, "lora.alpha": config.lora.alpha,
-                           "lora.target_modules": ",".join(config.lora.target_modules)})
         mlflow.log_metrics({"trainable_parameters": trainable, "total_parameters": total,
                             "trainable_share": trainable / total})
-        log.info("LoRA trains %d of %d parameters (%.2f%%)", trainable, total, 100 * trainable / total)
+        log.info("%s trains %d of %d parameters (%.2f%%)", name, trainable, total, 100 * trainable / total)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=settings.learning_rate, weight_decay=settings.weight_decay)
         steps = settings.epochs * -(-len(texts) // settings.batch_size)
@@ -152,12 +156,13 @@ def fit_lora(ctx: StageContext, splits, labels, tokenizer):
         test_probabilities = softmax(predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config.model.max_length))
         metrics = text_metrics("test", label_ids(splits["test"], labels), test_probabilities)
         mlflow.log_metrics(metrics)
-        with tracking.temporary_dir() as tmp:
-            model.save_pretrained(tmp / "adapter")
-            mlflow.log_artifacts(str(tmp / "adapter"), "adapter")
-    ctx.summary |= {"lora_trainable_parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
-                    "lora_epochs": len(history.epochs), "lora_train_seconds": history.seconds}
-    return model.merge_and_unload(), history, metrics
+        if config.lora.enabled:
+            with tracking.temporary_dir() as tmp:
+                model.save_pretrained(tmp / "adapter")
+                mlflow.log_artifacts(str(tmp / "adapter"), "adapter")
+    ctx.summary |= {f"{name}_trainable_parameters": f"{trainable:,} of {total:,} ({100 * trainable / total:.2f}%)",
+                    f"{name}_epochs": len(history.epochs), f"{name}_train_seconds": history.seconds}
+    return (model.merge_and_unload() if config.lora.enabled else model), history, metrics, name
 
 
 def run(ctx: StageContext) -> None:
@@ -166,7 +171,8 @@ def run(ctx: StageContext) -> None:
     tokenizer = load_tokenizer(ctx.config.model.base_model)
     table = {"tfidf_logistic_regression": fit_tfidf(ctx, splits, labels),
              "linear_probe": fit_probe(ctx, splits, labels, tokenizer)}
-    merged, history, table["lora"] = fit_lora(ctx, splits, labels, tokenizer)
+    merged, history, metrics, name = fit_lora(ctx, splits, labels, tokenizer)
+    table[name] = metrics
     with tracking.temporary_dir() as tmp:
         merged.save_pretrained(tmp / "model")
         tokenizer.save_pretrained(tmp / "model")
