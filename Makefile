@@ -51,11 +51,13 @@ serve: $(STAMP)  ## FastAPI + onnxruntime on 127.0.0.1:8000 (configs/serving.yam
 bundle: $(STAMP)  ## export the churn champion as a deployable folder (ONNX + contract) under dist/bundles/
 	$(PY) -m serving.bundle --model churn --alias champion
 
-simulate: $(STAMP)  ## send windows of normal and drifted traffic (+ delayed labels) to the running server
-	$(PY) -m monitoring simulate --model churn
+MODEL ?= churn
 
-monitor: $(STAMP)  ## drift report on the latest window of the prediction log; RETRAIN=1 closes the loop
-	$(PY) -m monitoring run --model churn $(if $(RETRAIN),--retrain)
+simulate: $(STAMP)  ## send windows of normal and drifted traffic (+ delayed labels) to the running server (MODEL=churn|text)
+	$(PY) -m monitoring simulate --model $(MODEL)
+
+monitor: $(STAMP)  ## drift report on the latest window of the prediction log (MODEL=churn|text); RETRAIN=1 closes the loop
+	$(PY) -m monitoring run --model $(MODEL) $(if $(RETRAIN),--retrain)
 
 ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
 	$(PY) -m mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlruns/mlflow.db}" --host 127.0.0.1 --port 5000

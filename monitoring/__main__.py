@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="on an alert: retrain, register a challenger, promote it only if it wins")
 
     simulate = command("simulate", "send windows of realistic (and drifted) traffic to the running server")
-    simulate.add_argument("--plan", help="comma-separated scenarios, one per window (default: simulate.plan)")
+    simulate.add_argument("--plan", help="comma-separated scenarios, one per window (default: the model's plan, else simulate.plan)")
     simulate.add_argument("--rows", type=int, help="rows per window (default: simulate.window_rows)")
     simulate.add_argument("--url", help="server URL (default: host and port of the serving config)")
     simulate.add_argument("--flush-labels", action="store_true",
@@ -116,7 +116,7 @@ def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving
 
     if args.rows:
         config = config.model_copy(update={"simulate": config.simulate.model_copy(update={"window_rows": args.rows})})
-    plan = args.plan.split(",") if args.plan else config.simulate.plan
+    plan = args.plan.split(",") if args.plan else (config.model(args.model).plan or config.simulate.plan)
     model_cfg = config.model(args.model)
     tracking.configure_tracking(model_cfg.experiment)
     model = load_watched_model(args.model, alias=model_cfg.alias)

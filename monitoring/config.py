@@ -73,6 +73,7 @@ class ModelMonitoring(Config):
     train_label_column: str  # label column name the training pipeline expects in extra data
     holdout_artifact: str = HOLDOUT_ARTIFACT  # in the contract's run: the simulator's source rows
     scenarios: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
+    plan: list[str] | None = None  # this model's simulated windows (default: simulate.plan)
 
 
 class MonitoringConfig(Config):

@@ -33,7 +33,7 @@ class LoraConfig(Config):
 
 class TrainConfig(LoopConfig):
     batch_size: int = Field(16, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_share: float = Field(0.1, ge=0, lt=1)  # linear warm-up over this share of the steps, then linear decay
 
