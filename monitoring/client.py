@@ -39,6 +39,15 @@ class ServingClient:
             raise ServingError(f"POST {self.base_url}{path}: HTTP {response.status_code}: {response.text[:500]}")
         return response.json()
 
+    def max_batch(self, model: str) -> int | None:
+        """The records per request the server takes for `model` (its own limit), from GET /v1/models."""
+        try:
+            listed = self.http.get("/v1/models").json()["models"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        found = next((m for m in listed if m.get("name") == model), {})
+        return (found.get("serving") or {}).get("max_batch")
+
     def wait_ready(self, timeout: float) -> None:
         """Poll GET /ready until the server has its models loaded, or fail after `timeout` seconds."""
         deadline, last = time.monotonic() + timeout, "no answer"

@@ -57,6 +57,7 @@ class ColumnDrift:
     method: str
     p_value: float  # Evidently's drift score for a p-value test: smaller = stronger evidence of drift
     drifted: bool  # p_value < the per-test alpha
+    constant: bool = False  # one and the same value on both sides: nothing to test (p = 1 by definition)
 
 
 @dataclass(frozen=True)
@@ -241,8 +242,8 @@ def single_value(reference: pd.Series, current: pd.Series) -> bool:
 def judge_column(reference: pd.Series, current: pd.Series, numeric: bool, config: DriftConfig,
                  alpha: float, name: str) -> ColumnDrift:
     """One column, one Evidently stat test, as its DataDriftPreset runs it (infinities and NaN dropped).
-    A column holding one and the same value on both sides gets p = 1: chi-square has no degrees of
-    freedom there and Evidently reports NaN (check_report_agrees accepts that pair)."""
+    A column holding one and the same value on both sides gets p = 1, marked `constant`: chi-square has
+    no degrees of freedom there, and Evidently's report shows NaN or 0 for it (check_report_agrees skips it)."""
     kind, method = (ColumnType.Numerical, config.num_method) if numeric else (ColumnType.Categorical, config.cat_method)
     reference = reference.replace([-np.inf, np.inf], np.nan).dropna()
     current = current.replace([-np.inf, np.inf], np.nan).dropna()
@@ -253,7 +254,7 @@ def judge_column(reference: pd.Series, current: pd.Series, numeric: bool, config
     else:
         reference, current = reference.astype(np.float64), current.astype(np.float64)
     if single_value(reference, current):
-        return ColumnDrift(name, method, 1.0, False)
+        return ColumnDrift(name, method, 1.0, False, constant=True)
     result = get_stattest(reference, current, kind, method)(reference, current, kind, alpha)
     return ColumnDrift(name, method, float(result.drift_score), bool(result.drift_score < alpha))
 
@@ -270,11 +271,11 @@ def judge_columns(reference: pd.DataFrame, current: pd.DataFrame, model: Watched
 
 def check_report_agrees(summary: DriftSummary, snapshot: Snapshot) -> None:
     """The HTML must show the p-values the alert was decided on; a mismatch is a bug, not a warning.
-    Evidently's NaN beside our 1.0 is the single-valued column of judge_column, not a mismatch."""
+    A constant column (one value on both sides) has no test to agree on: Evidently shows NaN or 0 there."""
     shown = column_p_values(snapshot)
     for column in summary.features + ([summary.prediction] if summary.prediction else []):
         method, p_value = shown.get(column.column, ("missing", float("nan")))
-        if math.isnan(p_value) and column.p_value == 1.0 and column.column in shown:
+        if column.constant and column.column in shown:
             continue
         if not abs(p_value - column.p_value) <= P_VALUE_TOLERANCE:
             raise RuntimeError(f"Evidently's report shows p={p_value} ({method}) for '{column.column}', "

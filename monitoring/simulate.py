@@ -77,12 +77,14 @@ def simulate(config: MonitoringConfig, model: str, client: ServingClient, pool: 
     scenario_params = config.model(model).scenarios
     scenarios = [get_scenario(model, name) for name in plan]  # unknown names fail before any traffic
     rng = np.random.default_rng(config.seed)
+    # Never more records a request than the server takes for this model (each model has its own limit).
+    batch_rows = min(settings.batch_rows, client.max_batch(model) or settings.batch_rows)
     windows: list[SimulatedWindow] = []
     for index, scenario in enumerate(scenarios):
         rows = scenario.draw(pool, settings.window_rows, rng, scenario_params.get(scenario.name, {}))
         started = time.time()
         records = codec.requests(rows.drop(columns=[LABEL]).to_dict(orient="records"))
-        ids, version = send_window(client, model, records, settings.batch_rows)
+        ids, version = send_window(client, model, records, batch_rows)
         window = SimulatedWindow(index, scenario.name, len(rows), started, time.time(), version)
         window.pending_labels = labels_to_post(ids, rows[LABEL], settings.label_share, rng)
         windows.append(window)
