@@ -85,13 +85,16 @@ def log_reference(predictor: Predictor, valid: pd.DataFrame, test: pd.DataFrame,
 
 
 def compare_with_champion(ctx: StageContext, rows: list[dict], y: np.ndarray, p_new: np.ndarray,
-                          rule: DecisionConfig) -> tuple[str | None, str, Decision | None]:
+                          rule: DecisionConfig, labels: list[str]) -> tuple[str | None, str, Decision | None]:
     if ctx.alias == registry.CHALLENGER:
         return registry.CHALLENGER, "retraining: registered as challenger for monitoring to judge", None
     if registry.version_for_alias(ctx.project, registry.CHAMPION) is None:
         return registry.CHAMPION, "first version: becomes champion", None
     with tracking.temporary_dir() as tmp:
         champion = load_model(ctx.project, alias=registry.CHAMPION, dst_path=tmp)
+        if champion.contract.labels != labels:  # probability columns would mean different classes
+            return None, (f"champion v{champion.version} has classes {champion.contract.labels}, this version "
+                          f"{labels}: not comparable, champion kept; move the alias by hand once checked"), None
         try:
             p_champion = Predictor(champion.files).score_rows(rows)
         except (InvalidRequest, KeyError, ValueError) as error:
@@ -127,7 +130,7 @@ def release(ctx: StageContext, candidate: Candidate, *, parity_atol: float, prom
         model_uri = log_model(files, signature=candidate.signature, pip_requirements=candidate.pip_requirements,
                               metadata={"threshold": contract.threshold})
 
-        alias, why, decision = compare_with_champion(ctx, rows, y, p_test, promotion)
+        alias, why, decision = compare_with_champion(ctx, rows, y, p_test, promotion, contract.labels)
     if decision is not None:
         mlflow.log_metrics(decision.as_metrics("promotion"))
     version = registry.register_version(model_uri, ctx.project, tags=version_tags(contract))

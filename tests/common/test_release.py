@@ -86,3 +86,20 @@ def test_a_test_label_outside_the_contracts_classes_is_named(store):
     with factories.export_context(factories.TOY_IMAGE) as ctx, pytest.raises(ValueError, match=r"\['purple'\]"):
         release(ctx, Candidate(graph, fields, factories.toy_image_native(test, weights, bias), test, valid),
                 parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=20)
+
+
+def test_a_version_with_other_classes_is_registered_but_never_compared_with_the_champion(store):
+    factories.export_toy_image(rows=60)
+    graph, weights, bias = factories.toy_image_graph()
+    valid, test = factories.toy_images(60, 0), factories.toy_images(60, 1)
+    renamed = {"red": "rouge", "green": "vert", "blue": "bleu"}
+    valid, test = (frame.assign(label=frame["label"].map(renamed)) for frame in (valid, test))
+    fields = dict(kind="image_classifier", model_type="t", inputs=[{"name": "image", "dtype": "float32",
+                  "shape": [None, 3, 16, 16]}], probability_output="probabilities", labels=["rouge", "vert", "bleu"],
+                  preprocessing=factories.image_preprocessing())
+    with factories.export_context(factories.TOY_IMAGE) as ctx:
+        released = release(ctx, Candidate(graph, fields, factories.toy_image_native(test, weights, bias), test, valid),
+                           parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=60)
+    assert (released.version, released.alias, released.decision) == ("2", None, None)
+    assert "not comparable, champion kept" in released.why
+    assert registry.version_for_alias(factories.TOY_IMAGE, registry.CHAMPION).version == 1
