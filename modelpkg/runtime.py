@@ -56,14 +56,19 @@ def check_inputs(contract: ModelContract, session: ort.InferenceSession) -> None
                          f"only in graph {sorted(graph - promised)}")
 
 
-def class_indices(labels: Sequence[Any], contract: ModelContract) -> np.ndarray:
-    """Label strings -> class indices in the contract's order; a label the model does not know is an error
-    naming it (a metric or a promotion judged on it would mean nothing)."""
-    index = {label: i for i, label in enumerate(contract.labels)}
+def class_indices(labels: Sequence[Any], classes: Sequence[str], owner: str) -> np.ndarray:
+    """Label strings -> indices into `classes`; a label outside them is an error naming it and `owner` (a
+    metric or a promotion judged on it would mean nothing)."""
+    index = {label: i for i, label in enumerate(classes)}
     unknown = sorted({str(label) for label in labels} - set(index))
     if unknown:
-        raise ValueError(f"labels {unknown} are not classes of {contract.name} (classes: {contract.labels})")
+        raise ValueError(f"labels {unknown} are not classes of {owner} (classes: {list(classes)})")
     return np.array([index[str(label)] for label in labels], dtype=int)
+
+
+def binary_threshold(contract: ModelContract) -> float:
+    """P(positive) at or above which a binary model says positive: the tuned threshold, else 0.5."""
+    return contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
 
 
 def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +77,7 @@ def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarr
     if len(contract.labels) == 2:
         positive = contract.positive_index
         reported = probabilities[:, positive]
-        threshold = contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
+        threshold = binary_threshold(contract)
         return np.where(reported >= threshold, positive, 1 - positive), reported
     chosen = probabilities.argmax(axis=1)
     return chosen, probabilities[np.arange(len(chosen)), chosen]
@@ -84,7 +89,7 @@ def answers(probabilities: np.ndarray, contract: ModelContract) -> list[dict]:
     labels = contract.labels
     if len(labels) == 2:
         positive = contract.positive_index
-        threshold = contract.threshold if contract.threshold is not None else DEFAULT_THRESHOLD
+        threshold = binary_threshold(contract)
         yes, no = labels[positive], labels[1 - positive]
         return [{"label": yes if p >= threshold else no, "probability": p} for p in probabilities[:, positive].tolist()]
     chosen, reported = decide(probabilities, contract)
@@ -129,9 +134,5 @@ class Predictor:
     def score_rows(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> np.ndarray:
         """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request
         takes: request record -> validation -> feeds -> graph."""
-        chunk = chunk or self.codec.max_batch
-        if not rows:
-            return np.zeros((0, len(self.contract.labels)), dtype=np.float32)
-        parts = [self.probabilities(self.codec.validate(self.codec.requests(rows[start:start + chunk])))
-                 for start in range(0, len(rows), chunk)]
-        return np.concatenate(parts)
+        parts = [self.probabilities(records) for records in self.codec.validated_chunks(rows, chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.contract.labels)), dtype=np.float32)

@@ -42,6 +42,7 @@ from modelpkg.contract import LABEL, PREDICTED_LABEL, PROBABILITY, class_probabi
 from monitoring.config import DriftConfig, QualityConfig
 from modelpkg.runtime import class_indices
 from monitoring.reference import WatchedModel
+from pipelines.common.bootstrap import probability_matrix
 from pipelines.common.metrics import classification_metrics
 
 VALUE_DRIFT_TYPE = "evidently:metric_v2:ValueDrift"  # how a per-column drift result names itself
@@ -183,23 +184,20 @@ def column_p_values(snapshot: Snapshot) -> dict[str, tuple[str, float]]:
     return found
 
 
-def probability_matrix(frame: pd.DataFrame, model: WatchedModel) -> np.ndarray:
+def frame_probabilities(frame: pd.DataFrame, model: WatchedModel) -> np.ndarray:
     """[rows, classes] probabilities from a frame's prediction columns: binary frames hold P(positive)
     only, multi-class frames one column per class."""
     if not binary(model):
         return frame[class_probability_columns(model)].to_numpy(dtype=np.float64)
-    positive = frame[PROBABILITY].to_numpy(dtype=np.float64)
-    matrix = np.empty((len(frame), 2))
-    matrix[:, model.contract.positive_index], matrix[:, 1 - model.contract.positive_index] = positive, 1 - positive
-    return matrix
+    return probability_matrix(frame[PROBABILITY], positive=model.contract.positive_index)
 
 
 def quality_metrics(frame: pd.DataFrame, model: WatchedModel) -> dict[str, float]:
     """Metrics on labelled rows (pipelines.common.metrics): ROC-AUC from the probabilities, accuracy and F1
     (binary) or macro F1 (multi-class) from the labels the model answered."""
-    y = class_indices(frame[LABEL].astype(str), model.contract)
-    predicted = class_indices(frame[PREDICTED_LABEL].astype(str), model.contract)
-    return classification_metrics("", y, probability_matrix(frame, model), predicted, model.contract.positive_index)
+    y = class_indices(frame[LABEL].astype(str), model.contract.labels, model.name)
+    predicted = class_indices(frame[PREDICTED_LABEL].astype(str), model.contract.labels, model.name)
+    return classification_metrics("", y, frame_probabilities(frame, model), predicted, model.contract.positive_index)
 
 
 def quality_frame(frame: pd.DataFrame, model: WatchedModel) -> tuple[pd.DataFrame, DataDefinition]:

@@ -66,8 +66,7 @@ class WatchedModel(RegisteredPackage):
         """Stored rows -> what serving would log for them: the log entries and (when `score`) the
         [rows, classes] probabilities, through request records, codec validation and the graph."""
         entries, parts = [], []
-        for start in range(0, len(rows), self.codec.max_batch):
-            records = self.codec.validate(self.codec.requests(rows[start:start + self.codec.max_batch]))
+        for records in self.codec.validated_chunks(rows):
             entries += [self.codec.log_entry(record) for record in records]
             if score:
                 parts.append(self.predictor.probabilities(records))

@@ -98,7 +98,7 @@ def judge(champion: WatchedModel, challenger: WatchedModel, rows: pd.DataFrame, 
         raise ValueError(f"{champion.name}: challenger v{challenger.version} has classes {challenger.contract.labels}, "
                          f"champion v{champion.version} {champion.contract.labels}: they cannot be compared")
     stored = rows[input_columns(rows)].to_dict(orient="records")
-    return decide(class_indices(rows[LABEL], champion.contract), champion.predictor.score_rows(stored),
+    return decide(class_indices(rows[LABEL], champion.contract.labels, champion.name), champion.predictor.score_rows(stored),
                   challenger.predictor.score_rows(stored), metric=settings.metric,
                   samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed)
 

@@ -96,12 +96,17 @@ class RegistrySource:
         return MlflowClient()
 
     def _download(self, name: str, version: str, directory: Path) -> None:
-        """Download the MLflow model into a temporary folder, then flatten it into the cache as a bundle
-        (graph, contract, assets; write_bundle never leaves half a bundle under the final name)."""
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
-            write_bundle(load_model(name, version=version, dst_path=tmp).files, directory)
+        download_bundle(name, version, directory)
         log.info("downloaded models:/%s/%s to %s", name, version, directory)
+
+
+def download_bundle(name: str, version: str, directory: Path) -> PackageFiles:
+    """A registered version (current MLflow registry) -> a bundle folder: downloaded into a temporary
+    folder, then flattened (graph, contract, assets; write_bundle never leaves half a bundle under the
+    final name)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory.parent) as tmp:
+        return write_bundle(load_model(name, version=version, dst_path=tmp).files, directory)
 
 
 def source_for(config: SourceConfig) -> ModelSource:

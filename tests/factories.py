@@ -14,6 +14,7 @@ what the release returned; `bundle` writes a registered version out as a serving
 from __future__ import annotations
 
 import io
+import os
 import string
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +28,8 @@ import numpy as np
 import pandas as pd
 
 from modelpkg.contract import LABEL, InputSpec
-from modelpkg.package import load_model, write_bundle
 from pipelines.common import registry, tracking
-from pipelines.common.config import DecisionConfig
+from pipelines.common.config import DecisionConfig, ReleaseConfig
 from pipelines.common.release import Candidate, Released, release
 from pipelines.common.runner import StageContext
 from tests.paths import TELCO_CSV
@@ -60,11 +60,30 @@ def export_context(project: str, *, alias: str = registry.CHAMPION, seed: int = 
             yield ctx
 
 
+@contextmanager
+def environment(**values: str) -> Iterator[dict[str, str]]:
+    """Environment variables (what the CLI and a server process read) set for the duration, then restored,
+    and the MLflow URIs set meanwhile forgotten: a module of end-to-end tests gets its own store."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield dict(values)
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def bundle(name: str, version: str, out: Path) -> Path:
-    """A registered version written out as the flat folder the server reads in bundle mode."""
-    with tracking.temporary_dir() as tmp:
-        write_bundle(load_model(name, version=version, dst_path=tmp).files, out)
-    return out
+    """A registered version written out as the flat folder the server reads in bundle mode (no
+    bundle.json: the server then reports version "unknown", as for a hand-made bundle)."""
+    from serving.sources import download_bundle
+
+    return download_bundle(name, version, out).directory
 
 
 # ---------------------------------------------------------------------------------------------- churn
@@ -180,7 +199,7 @@ def export_toy_image(*, alias: str = registry.CHAMPION, rows: int = 240, seed: i
                   probability_output="probabilities", labels=list(COLOURS), preprocessing=image_preprocessing())
     with export_context(TOY_IMAGE, alias=alias, seed=seed) as ctx:
         return release(ctx, Candidate(graph, fields, toy_image_native(test, weights, bias), test, valid),
-                       parity_atol=1e-5, promotion=promotion, reference_rows=rows)
+                       ReleaseConfig(parity_atol=1e-5, promotion=promotion, reference_rows=rows))
 
 
 # ----------------------------------------------------------------------------------------------- text
@@ -274,7 +293,7 @@ def export_toy_text(*, alias: str = registry.CHAMPION, rows: int = 240, seed: in
         with export_context(TOY_TEXT, alias=alias, seed=seed) as ctx:
             return release(ctx, Candidate(toy_text_graph(embeddings), fields, native, test, valid,
                                           assets={"tokenizer.json": tokenizer}),
-                           parity_atol=1e-5, promotion=PROMOTION, reference_rows=rows)
+                           ReleaseConfig(parity_atol=1e-5, promotion=PROMOTION, reference_rows=rows))
 
 
 @dataclass(frozen=True)

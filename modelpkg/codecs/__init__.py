@@ -19,7 +19,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Mapping
+from typing import Annotated, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError
@@ -115,19 +115,25 @@ class Codec(ABC):
 
     def parse(self, body: bytes) -> list[Any]:
         """A JSON request body -> decoded records, or InvalidRequest naming every bad field."""
-        try:
-            records = self.batch.validate_json(body)
-        except ValidationError as error:
-            raise InvalidRequest([self.explain(e) for e in error.errors(include_url=False)]) from None
-        return self._decode_all(records)
+        return self._checked(self.batch.validate_json, body)
 
     def validate(self, records: list[dict]) -> list[Any]:
         """Plain dicts (JSON types) -> decoded records, exactly as `parse` would take them."""
+        return self._checked(self.batch.validate_python, records)
+
+    def validated_chunks(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> Iterator[list[Any]]:
+        """Stored rows -> decoded records, `chunk` (default max_batch) at a time, through the path a request
+        takes (request record -> validation -> decoding): what export, monitoring and batch scoring score."""
+        chunk = chunk or self.max_batch
+        for start in range(0, len(rows), chunk):
+            yield self.validate(self.requests(rows[start:start + chunk]))
+
+    def _checked(self, schema_check, data) -> list[Any]:
         try:
-            valid = self.batch.validate_python(records)
+            records = schema_check(data)
         except ValidationError as error:
             raise InvalidRequest([self.explain(e) for e in error.errors(include_url=False)]) from None
-        return self._decode_all(valid)
+        return self._decode_all(records)
 
     def _decode_all(self, records: list[dict]) -> list[Any]:
         decoded, errors = [], []

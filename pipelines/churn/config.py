@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from pipelines.common.config import Config, DecisionConfig
+from pipelines.common.config import Config, DecisionConfig, ReleaseConfig
 
 
 class DataConfig(Config):
@@ -91,11 +91,9 @@ class GateConfig(DecisionConfig):
     """Ship the tuned candidate over the baseline only when P(candidate better on valid) >= confidence."""
 
 
-class ExportConfig(Config):
-    parity_atol: float = 1e-4
+class ExportConfig(ReleaseConfig):
     refit_on_train_and_valid: bool = True  # the shipped model sees valid too, once choices are made
-    reference_rows: int = 2000
-    promotion: DecisionConfig = DecisionConfig()  # a new version takes champion only when it beats it on test
+    reference_rows: int = Field(2000, ge=10)
 
 
 class ChurnConfig(Config):

@@ -54,8 +54,7 @@ def release_pipeline(ctx: StageContext, native, candidate: dict, valid: pd.DataF
         native_test=native.predict_proba(features(test)),
         test=labelled_rows(test), valid=labelled_rows(valid),
         signature=onnx_signature(test), pip_requirements=tracking.pinned_requirements("onnxruntime"),
-    ), parity_atol=config.export.parity_atol, promotion=config.export.promotion,
-        reference_rows=config.export.reference_rows)
+    ), config.export)
 
 
 def run(ctx: StageContext) -> None:

@@ -23,10 +23,12 @@ PROBABILITY_FLOOR = float(np.finfo(np.float64).eps)  # log loss clips probabilit
 CI_QUANTILES = (0.05, 0.95)  # the reported 90 % interval of the gain
 
 
-def probability_matrix(p) -> np.ndarray:
-    """[rows, classes] float64; a 1-D vector is read as P(class 1) of a binary model."""
+def probability_matrix(p, positive: int = 1) -> np.ndarray:
+    """[rows, classes] float64; a 1-D vector is read as P(class `positive`) of a binary model."""
     p = np.asarray(p, dtype=np.float64)
-    return np.column_stack([1 - p, p]) if p.ndim == 1 else p
+    if p.ndim > 1:
+        return p
+    return np.column_stack([p, 1 - p]) if positive == 0 else np.column_stack([1 - p, p])
 
 
 def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:

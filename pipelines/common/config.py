@@ -53,3 +53,11 @@ class DecisionConfig(Config):
     metric: Literal["roc_auc", "log_loss", "macro_f1"] = "roc_auc"
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.8, gt=0.5, lt=1)
+
+
+class ReleaseConfig(Config):
+    """What pipelines.common.release needs from a project's `export` section (projects add their own keys)."""
+
+    parity_atol: float = Field(1e-4, gt=0)  # the package's probabilities vs the native model's, every test row
+    reference_rows: int = Field(1000, ge=10)  # valid rows (with this package's predictions) monitoring compares with
+    promotion: DecisionConfig = DecisionConfig()  # a new version takes champion only when it beats it on test

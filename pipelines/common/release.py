@@ -33,7 +33,7 @@ from modelpkg.package import PackageFiles, load_model, log_model, save_package
 from modelpkg.runtime import Predictor, class_indices, decide, prediction_columns
 from pipelines.common import registry, tracking
 from pipelines.common.bootstrap import Decision, decide as decide_promotion
-from pipelines.common.config import DecisionConfig
+from pipelines.common.config import DecisionConfig, ReleaseConfig
 from pipelines.common.metrics import classification_metrics
 from pipelines.common.onnx_parity import ParityReport, check_parity
 from pipelines.common.runner import StageContext
@@ -106,8 +106,7 @@ def compare_with_champion(ctx: StageContext, rows: list[dict], y: np.ndarray, p_
     return (registry.CHAMPION if decision.passed else None), why, decision
 
 
-def release(ctx: StageContext, candidate: Candidate, *, parity_atol: float, promotion: DecisionConfig,
-            reference_rows: int) -> Released:
+def release(ctx: StageContext, candidate: Candidate, settings: ReleaseConfig) -> Released:
     """Run the whole release path for one candidate, in the active (export stage) MLflow run."""
     with tracking.temporary_dir() as tmp:
         draft = build_contract(ctx, candidate.contract_fields, {})
@@ -115,22 +114,22 @@ def release(ctx: StageContext, candidate: Candidate, *, parity_atol: float, prom
         predictor = Predictor(files)
         rows = stored_rows(candidate.test)
         p_test = predictor.score_rows(rows)
-        parity = check_parity(candidate.native_test, p_test, atol=parity_atol)
+        parity = check_parity(candidate.native_test, p_test, atol=settings.parity_atol)
         mlflow.log_metrics(parity.as_metrics("test_onnx"))
         log.info("ONNX parity on %d test rows: max |diff| %.2e", parity.rows, parity.max_abs_diff)
 
-        y = class_indices(candidate.test[LABEL], draft)
+        y = class_indices(candidate.test[LABEL], draft.labels, draft.name)
         metrics = classification_metrics("test", y, p_test, decide(p_test, draft)[0], draft.positive_index)
         metrics = {name: value for name, value in metrics.items() if np.isfinite(value)}
         mlflow.log_metrics(metrics)
         contract = draft.model_copy(update={"metrics": metrics})
         contract.save(files.files_dir)
         files = PackageFiles(files.directory, files.onnx_path, files.files_dir, contract)
-        log_reference(predictor, candidate.valid, candidate.test, reference_rows, ctx.config.seed)
+        log_reference(predictor, candidate.valid, candidate.test, settings.reference_rows, ctx.config.seed)
         model_uri = log_model(files, signature=candidate.signature, pip_requirements=candidate.pip_requirements,
                               metadata={"threshold": contract.threshold})
 
-        alias, why, decision = compare_with_champion(ctx, rows, y, p_test, promotion, contract.labels)
+        alias, why, decision = compare_with_champion(ctx, rows, y, p_test, settings.promotion, contract.labels)
     if decision is not None:
         mlflow.log_metrics(decision.as_metrics("promotion"))
     version = registry.register_version(model_uri, ctx.project, tags=version_tags(contract))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 
@@ -49,14 +48,3 @@ def export_onnx(model: torch.nn.Module, example: tuple[torch.Tensor, ...], path:
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     onnx.checker.check_model(str(path))
     return path
-
-
-def torch_logits(model: torch.nn.Module, batches) -> np.ndarray:
-    """Logits of every batch (a tuple of input tensors each), concatenated: the native side of parity."""
-    model.eval()
-    parts = []
-    with torch.no_grad():
-        for inputs in batches:
-            out = model(*inputs)
-            parts.append((out.logits if hasattr(out, "logits") else out).float().numpy())
-    return np.concatenate(parts)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipelines.common.config import Config, DecisionConfig
+from pipelines.common.config import Config, DecisionConfig, ReleaseConfig
 from pipelines.common.torch_train import LoopConfig
 from pipelines.text.data import TextDataSettings as DataConfig  # where and what a valid row is
 
@@ -60,9 +60,9 @@ class OptimizeConfig(Config):
     parity_atol: float = 1e-4  # ONNX fp32 logits vs torch, on the whole test split
 
 
-class ExportConfig(Config):
-    parity_atol: float = 1e-4  # the package (tokenizers + ONNX) vs the training tokenizer + the same graph
-    reference_rows: int = Field(1000, ge=10)
+class ExportConfig(ReleaseConfig):
+    """parity_atol here compares the package (tokenizers + ONNX) with the training tokenizer + the same graph."""
+
     promotion: DecisionConfig = DecisionConfig(metric="macro_f1")
 
 

@@ -53,5 +53,4 @@ def run(ctx: StageContext) -> None:
                                             shipped["variant"], config),
             native_test=np.asarray(native), test=test, valid=valid, assets={TOKENIZER_FILE: tmp / TOKENIZER_FILE},
             pip_requirements=tracking.pinned_requirements("onnxruntime", "tokenizers"),
-        ), parity_atol=config.export.parity_atol, promotion=config.export.promotion,
-            reference_rows=config.export.reference_rows)
+        ), config.export)

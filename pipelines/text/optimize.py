@@ -28,7 +28,7 @@ from pipelines.common.quantize import (BATCH_EFFECT, Variant, choose_variant, cp
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_onnx import LOGITS, PROBABILITIES, export_onnx
 from pipelines.text.metrics import text_metrics
-from pipelines.text.model import encode, predict_logits
+from pipelines.text.model import encode, predict_logits, softmax
 from pipelines.text.train import label_ids, load_split, load_trained
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ def run(ctx: StageContext) -> None:
     with tracking.temporary_dir() as tmp:
         paths = {FP32: export_fp32(model, tokenizer, tmp / "fp32.onnx", max_length)}
         sessions = {FP32: open_session(paths[FP32], threads)}
-        parity = check_parity(predict_logits(model, tokenizer, texts, max_length),
-                              onnx_outputs(sessions[FP32], tokenizer, texts, max_length, LOGITS), atol=settings.parity_atol)
+        torch_logits = predict_logits(model, tokenizer, texts, max_length)
+        parity = check_parity(torch_logits, onnx_outputs(sessions[FP32], tokenizer, texts, max_length, LOGITS),
+                              atol=settings.parity_atol)
         mlflow.log_metrics(parity.as_metrics("test_onnx_logits"))
         log.info("ONNX fp32 logits parity on %d test texts: max |diff| %.2e", parity.rows, parity.max_abs_diff)
         if "dynamic" in settings.quantization:
@@ -86,8 +87,7 @@ def run(ctx: StageContext) -> None:
         quality = {name: text_metrics("test", y, p)["test_macro_f1"] for name, p in scored.items()}
         batch_effect = {name: float(np.abs(onnx_outputs(session, tokenizer, texts, max_length, PROBABILITIES)
                                            - scored[name]).max()) for name, session in sessions.items()}
-        quality[TORCH] = text_metrics("test", y, np.asarray(torch.softmax(torch.as_tensor(
-            predict_logits(model, tokenizer, texts, max_length)), -1)))["test_macro_f1"]
+        quality[TORCH] = text_metrics("test", y, softmax(torch_logits))["test_macro_f1"]
         one, batch = median_length_text(texts, tokenizer), (texts * 32)[:32]
         feeds1, feeds32 = onnx_feeds(tokenizer, [one], max_length), onnx_feeds(tokenizer, batch, max_length)
         torch1, torch32 = encode(tokenizer, [one], max_length), encode(tokenizer, batch, max_length)

