@@ -83,9 +83,11 @@ def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarr
     return chosen, probabilities[np.arange(len(chosen)), chosen]
 
 
-def answers(probabilities: np.ndarray, contract: ModelContract) -> list[dict]:
+def answers(probabilities: np.ndarray, contract: ModelContract, *, top_k: int = 0) -> list[dict]:
     """One answer per row, as the API returns and the prediction log keeps it. The same rule as `decide`,
-    on plain floats: this runs on every request, and for a few rows NumPy's indexing costs more than it saves."""
+    on plain floats: this runs on every request, and for a few rows NumPy's indexing costs more than it saves.
+    Multi-class answers also list the `top_k` most likely classes when top_k > 0 (binary answers never:
+    their one probability says it all)."""
     labels = contract.labels
     if len(labels) == 2:
         positive = contract.positive_index
@@ -93,8 +95,19 @@ def answers(probabilities: np.ndarray, contract: ModelContract) -> list[dict]:
         yes, no = labels[positive], labels[1 - positive]
         return [{"label": yes if p >= threshold else no, "probability": p} for p in probabilities[:, positive].tolist()]
     chosen, reported = decide(probabilities, contract)
-    return [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
-            for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
+    found = [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
+             for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
+    if top_k > 0:
+        for answer in found:
+            answer["top_k"] = most_likely(answer["probabilities"], top_k)
+    return found
+
+
+def most_likely(probabilities: Mapping[str, float], k: int) -> list[dict]:
+    """The k most likely classes, most likely first; ties keep the labels' order, so the first entry is
+    always the answer's label (argmax also takes the first of equals)."""
+    ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)  # stable: ties keep order
+    return [{"label": label, "probability": p} for label, p in ranked[:k]]
 
 
 def prediction_columns(probabilities: np.ndarray, contract: ModelContract) -> dict[str, Any]:

@@ -15,19 +15,26 @@ import numpy as np
 from modelpkg.codecs import Codec, InvalidRequest
 from modelpkg.contract import ModelContract
 from modelpkg.runtime import answers
+from serving.uploads import MULTIPART, upload_field
 
 __all__ = ["Adapter", "InvalidRequest"]  # InvalidRequest: what the app answers with 422
 
 
 class Adapter:
-    """One model's requests and answers: parse a body, describe it for the docs, answer, log."""
+    """One model's requests and answers: parse a body, describe it for the docs, answer, log.
 
-    def __init__(self, codec: Codec):
+    `top_k`: multi-class answers list that many most likely classes (0: none; binary answers never)."""
+
+    def __init__(self, codec: Codec, *, top_k: int = 0):
         self.codec = codec
         self.contract: ModelContract = codec.contract
         self.media_type: str = codec.media_type
+        self.upload_field: str | None = upload_field(codec)  # records that are one file also come as file parts
+        self.media_types: tuple[str, ...] = (self.media_type,) + ((MULTIPART,) if self.upload_field else ())
         self.example: dict = codec.example
+        self.top_k = top_k
         self.parse = codec.parse  # bytes -> decoded records, or InvalidRequest naming each bad field
+        self.validate = codec.validate  # plain dicts (records made from file parts) -> the same
         self._log_entry = codec.log_entry
 
     def request_schema(self) -> dict:
@@ -46,4 +53,4 @@ class Adapter:
 
     def outputs(self, probabilities: np.ndarray) -> list[dict]:
         """[rows, classes] probabilities -> one answer per record, by the one rule every caller uses."""
-        return answers(probabilities, self.contract)
+        return answers(probabilities, self.contract, top_k=self.top_k)

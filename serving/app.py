@@ -8,9 +8,10 @@ The predict path is the hot path and is written for it (docs/serving.md has the 
 validated straight from bytes by the codec's pydantic schema; with `execution: inline` onnxruntime runs
 on the event loop (a tabular model takes tens of microseconds, less than a hop to a thread pool), with
 `execution: thread` decoding and the graph run in a worker thread (a CNN's milliseconds must not stall
-every other request); the prediction log is encoded and written by its own thread, request metrics are
-recorded after the last response byte, prediction metrics are one batched update, and the response JSON
-is written by orjson instead of through a response model.
+every other request); with `batching.enabled` each request is decoded on its own and its records join
+concurrent requests' in one graph call (serving/batcher.py); the prediction log is encoded and written by
+its own thread, request metrics are recorded after the last response byte, prediction metrics are one
+batched update, and the response JSON is written by orjson instead of through a response model.
 """
 
 import asyncio
@@ -21,6 +22,8 @@ import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -35,10 +38,11 @@ from serving.config import ServingConfig
 from serving.ids import IdFactory
 from serving.metrics import CONTENT_TYPE, NoMetrics, ServingMetrics
 from serving.middleware import BodyLimitMiddleware, ObservabilityMiddleware, header
-from serving.models import ModelStore, ModelUnavailable
+from serving.models import LoadedModel, ModelStore, ModelUnavailable
 from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError
 from serving.schemas import ERROR_RESPONSES, PREDICT_RESPONSES, FeedbackAccepted, PredictResponse, feedback_request
 from serving.sources import ModelSource, source_for
+from serving.uploads import MULTIPART, read_upload, upload_schema
 
 API_KEY_HEADER = "X-API-Key"
 GENERIC_RECORDS = {"type": "array", "items": {"type": "object"}}  # docs of a model that is not loaded
@@ -64,7 +68,8 @@ def build_services(config: ServingConfig, source: ModelSource | None = None) -> 
                             wait_for_commit=log_config.wait_for_commit,
                             max_batch_rows=log_config.max_batch_rows,
                             checkpoint_interval=log_config.checkpoint_interval_seconds) if log_config.enabled else None
-    store = ModelStore(config, source or source_for(config.source), on_change=metrics.model_changed)
+    store = ModelStore(config, source or source_for(config.source), on_change=metrics.model_changed,
+                       on_batch=metrics.observe_batch)
     return Services(config=config, store=store, predlog=predlog, metrics=metrics, ids=IdFactory(),
                     admin_key=os.environ.get(config.admin.api_key_env) or None)
 
@@ -75,7 +80,8 @@ def create_app(config: ServingConfig, source: ModelSource | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         """Open the log, load every model (a failure is reported by /ready, not raised), serve; on
-        shutdown (after uvicorn has let requests in flight finish) commit what the log still holds."""
+        shutdown (after uvicorn has let requests in flight finish) answer what still waits in a batcher,
+        then commit what the log still holds."""
         if services.predlog:
             services.predlog.start()
         await asyncio.to_thread(services.store.load_all)
@@ -83,6 +89,7 @@ def create_app(config: ServingConfig, source: ModelSource | None = None) -> Fast
         try:
             yield
         finally:
+            await services.store.drain()
             if services.predlog:
                 await asyncio.to_thread(services.predlog.close)
 
@@ -144,18 +151,12 @@ def add_error_handlers(app: FastAPI) -> None:
 def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
     """POST /v1/<name>/predict and /v1/<name>/feedback for one configured model."""
     FeedbackRequest = feedback_request(services.config.limits.max_feedback_items)
-    threaded = services.config.settings(name).execution == "thread"
 
     async def predict(request: Request) -> Response:
         started, ts = time.perf_counter(), time.time()
         model = services.store.get(name)  # this request's version, to its end, even across a reload
-        check_media_type(request, model.adapter.media_type)
-        body = await request.body()
-        if threaded:  # decode + graph in a worker thread (onnxruntime and Pillow release the GIL meanwhile)
-            records, outputs = await asyncio.get_running_loop().run_in_executor(None, model.parse_and_predict, body)
-        else:
-            records = model.adapter.parse(body)
-            outputs = model.predict(records)
+        decode = await read_request(request, model)
+        records, outputs = await predict_records(model, decode)
         ids = services.ids.take(len(outputs))
         request_id = request.scope["request_id"]
         if services.predlog:
@@ -188,26 +189,69 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
     app.add_api_route(f"/v1/{name}/predict", predict, methods=["POST"], tags=[name],
                       summary=f"Predict with the serving version of {name}", response_model=PredictResponse,
                       responses=PREDICT_RESPONSES, openapi_extra={"requestBody": _body(GENERIC_RECORDS, JSON)},
-                      description="A list of records in the model's media type (JSON for every kind so far); "
-                                  "one prediction per record, in order. The request id is echoed in "
-                                  "X-Request-ID (send one to choose it).")
+                      description="A list of records in the model's media type (JSON for every kind); image "
+                                  "models also take multipart/form-data with one file part per image (field "
+                                  "`image`, repeated). One prediction per record, in order; multi-class models "
+                                  "add every class's probability and the `top_k` most likely classes. The "
+                                  "request id is echoed in X-Request-ID (send one to choose it).")
     app.add_api_route(f"/v1/{name}/feedback", feedback, methods=["POST"], tags=[name],
                       summary=f"Record true labels for earlier {name} predictions", response_model=FeedbackAccepted,
                       responses=ERROR_RESPONSES)
 
 
-def check_media_type(request: Request, media_type: str) -> None:
-    """415 unless the body is sent as the model's media type. A request without a Content-Type is read
-    as that type: plain clients (`httpx.post(content=...)`, scripts) often send none, and the body is
-    validated anyway."""
+async def read_request(request: Request, model: LoadedModel) -> Callable[[], list[Any]]:
+    """The request body read (415, 413 and a malformed upload answered here), as a call that decodes it
+    into records: the caller runs that on the loop or in a worker thread (images decode for milliseconds)."""
+    adapter = model.adapter
+    if body_media_type(request, adapter.media_types) == MULTIPART:
+        records = await read_upload(request.headers["content-type"], request.stream(), adapter.upload_field,
+                                    model.settings.max_batch)
+        return partial(adapter.validate, records)
+    return partial(adapter.parse, await request.body())
+
+
+async def predict_records(model: LoadedModel, decode: Callable[[], list[Any]]) -> tuple[list[Any], list[dict]]:
+    """Decode, then answer: alone on the loop (inline), alone in a worker thread (thread: one hop for both,
+    onnxruntime and Pillow release the GIL meanwhile), or decoded alone and answered in a batch."""
+    threaded = model.settings.execution == "thread"
+    loop = asyncio.get_running_loop()
+    if model.batcher is not None:
+        records = await loop.run_in_executor(None, decode) if threaded else decode()
+        return records, await model.batcher.submit(records)
+    if threaded:
+        return await loop.run_in_executor(None, model.decode_and_predict, decode)
+    records = decode()
+    return records, model.predict(records)
+
+
+def body_media_type(request: Request, accepted: tuple[str, ...]) -> str:
+    """Which of the model's media types the body is sent as; 415 naming them for any other. A request
+    without a Content-Type is read as the model's own (the first): plain clients (`httpx.post(content=...)`,
+    scripts) often send none, and the body is validated anyway."""
     sent = header(request.scope, b"content-type")
-    if sent and sent.split(";", 1)[0].strip().lower() != media_type:
-        raise HTTPException(415, f"unsupported Content-Type {sent!r}: {request.url.path} takes {media_type}")
+    if not sent:
+        return accepted[0]
+    media_type = sent.split(";", 1)[0].strip().lower()
+    if media_type not in accepted:
+        raise HTTPException(415, f"unsupported Content-Type {sent!r}: {request.url.path} takes {' or '.join(accepted)}")
+    return media_type
 
 
 def _body(schema: dict, media_type: str, example=None) -> dict:
     content = {"schema": schema} | ({"example": example} if example is not None else {})
     return {"required": True, "content": {media_type: content}}
+
+
+def predict_body(model: LoadedModel, components: dict) -> dict:
+    """A predict body in each media type the model takes: the contract's records (JSON, with the example),
+    and for image models the multipart upload as well."""
+    adapter = model.adapter
+    schema = adapter.request_schema()
+    components.update(schema.pop("$defs", {}))
+    body = _body(schema, adapter.media_type, [adapter.example])
+    if adapter.upload_field:
+        body["content"][MULTIPART] = {"schema": upload_schema(adapter.upload_field, model.settings.max_batch)}
+    return body
 
 
 def contract_openapi(app: FastAPI, services: Services) -> dict:
@@ -218,10 +262,7 @@ def contract_openapi(app: FastAPI, services: Services) -> dict:
         model = services.store.current(name)
         if model is None:
             continue
-        body = model.adapter.request_schema()
-        components.update(body.pop("$defs", {}))
-        schema["paths"][f"/v1/{name}/predict"]["post"]["requestBody"] = _body(
-            body, model.adapter.media_type, [model.adapter.example])
+        schema["paths"][f"/v1/{name}/predict"]["post"]["requestBody"] = predict_body(model, components)
     return schema
 
 

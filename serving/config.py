@@ -73,6 +73,17 @@ class ModelOnnxRuntimeConfig(Config):
     allow_spinning: bool | None = None
 
 
+class BatchingConfig(Config):
+    """Dynamic micro-batching (serving/batcher.py): concurrent requests run as one graph call.
+
+    Off by default: it pays where one call of many rows costs much less than many calls of one row (a
+    transformer, a CNN), not for a tabular graph of microseconds."""
+
+    enabled: bool = False
+    max_wait_ms: float = Field(2.0, ge=0)  # how long the first request of a batch waits for company
+    max_records: int = Field(32, gt=0)  # records per graph call; a request larger than this runs alone
+
+
 class ModelConfig(Config):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the URL segment: /v1/<name>/predict
     alias: str = "champion"
@@ -85,6 +96,9 @@ class ModelConfig(Config):
     required: bool = True
     limits: ModelLimitsConfig = ModelLimitsConfig()
     onnxruntime: ModelOnnxRuntimeConfig = ModelOnnxRuntimeConfig()
+    batching: BatchingConfig = BatchingConfig()
+    # multi-class answers list this many most likely classes (`top_k`); 0: none. Binary answers never do.
+    top_k: int = Field(3, ge=0)
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,8 @@ class ModelSettings:
     max_body_bytes: int
     max_batch: int
     onnxruntime: OnnxRuntimeConfig
+    batching: BatchingConfig
+    top_k: int
 
 
 class PredictionLogConfig(Config):
@@ -110,6 +126,7 @@ class MetricsConfig(Config):
     enabled: bool = True
     latency_buckets_seconds: list[float] = Field(min_length=1)
     probability_buckets: list[float] = Field(min_length=1)
+    batch_size_buckets: list[float] = Field(min_length=1)  # records per batched graph call
 
 
 class AdminConfig(Config):
@@ -146,7 +163,7 @@ class ServingConfig(Config):
         session = self.onnxruntime.model_dump() | model.onnxruntime.model_dump(exclude_none=True)
         return ModelSettings(execution=model.execution, max_body_bytes=limits["max_body_bytes"],
                              max_batch=limits["max_batch"],
-                             onnxruntime=OnnxRuntimeConfig(**session))
+                             onnxruntime=OnnxRuntimeConfig(**session), batching=model.batching, top_k=model.top_k)
 
 
 def with_overrides(config: ServingConfig, **sections: dict | list) -> ServingConfig:

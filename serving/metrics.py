@@ -1,7 +1,8 @@
 """Prometheus metrics of the server, in a registry of its own (one per app, so tests do not collide).
 
 Request counts by route and status, latency histograms by route, the prediction distribution per model
-(labels and a probability histogram) and which version of each model is serving. Route labels are route
+(labels and a probability histogram), the size of each batched graph call per model (micro-batching:
+requests and records per call) and which version of each model is serving. Route labels are route
 templates (`/v1/<model>/predict`), never raw paths, so a scanner cannot blow up the number of series.
 
 Cost matters: these calls run on every request. Label lookups (`.labels(...)`, a lock and a dict each)
@@ -83,6 +84,10 @@ class ServingMetrics:
         self.probability = BatchHistogram("serving_prediction_probability",
                                           "Predicted probability (binary models: of the positive label)",
                                           ["model", "version"], config.probability_buckets, self.registry)
+        self.batch_requests = Histogram("serving_batch_requests", "Requests answered by one batched graph call",
+                                        ["model"], buckets=config.batch_size_buckets, registry=self.registry)
+        self.batch_records = Histogram("serving_batch_records", "Records in one batched graph call",
+                                       ["model"], buckets=config.batch_size_buckets, registry=self.registry)
         self.model_info = Gauge("serving_model_info", "1 for the version each model is serving",
                                 ["model", "version", "alias", "run_id", "kind"], registry=self.registry)
         self._children: dict[tuple, object] = {}  # (metric, *labels) -> the labelled child
@@ -103,6 +108,11 @@ class ServingMetrics:
             self._child(self.predictions, model, version, label).inc(count)
         self.probability.observe((model, version), [output["probability"] for output in outputs])
 
+    def observe_batch(self, model: str, requests: int, records: int) -> None:
+        """One batched graph call (serving/batcher.py): how many requests and records it answered."""
+        self._child(self.batch_requests, model).observe(requests)
+        self._child(self.batch_records, model).observe(records)
+
     def model_changed(self, name: str, previous: LoadedModel | None, current: LoadedModel) -> None:
         if previous is not None:
             self.model_info.remove(*_info_labels(previous))
@@ -121,4 +131,5 @@ class NoMetrics:
 
     def observe_request(self, *args) -> None: ...
     def observe_predictions(self, *args) -> None: ...
+    def observe_batch(self, *args) -> None: ...
     def model_changed(self, *args) -> None: ...

@@ -8,7 +8,9 @@ session, new ones start on the new, and none sees half a model. Python drops the
 last request ends.
 
 The session, its input check, the codec and the label rule are `modelpkg.runtime`'s (`Predictor`,
-`answers`): the server scores exactly as export's parity check and monitoring do.
+`answers`): the server scores exactly as export's parity check and monitoring do. A model served with
+`batching.enabled` has its own micro-batcher (serving/batcher.py), one per loaded version, so a batch
+never mixes two versions across a reload.
 
 A model that fails to load is recorded with its reason (for /ready and the log) and never stops the
 other models from serving; a failed reload keeps the previous version serving.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import onnxruntime as ort
@@ -27,6 +29,7 @@ import onnxruntime as ort
 from modelpkg.contract import ModelContract
 from modelpkg.runtime import Predictor, SessionSettings
 from serving.adapter import Adapter
+from serving.batcher import MicroBatcher
 from serving.config import ModelConfig, ModelSettings, ServingConfig
 from serving.sources import ModelSource, ResolvedModel
 
@@ -51,6 +54,7 @@ class LoadedModel:
     adapter: Adapter
     settings: ModelSettings
     loaded_at: float
+    batcher: MicroBatcher | None = None  # batching.enabled: concurrent requests share graph calls
 
     def predict(self, records: list[Any]) -> list[dict]:
         """Decoded records -> one answer per record."""
@@ -60,9 +64,9 @@ class LoadedModel:
     def session(self) -> ort.InferenceSession:
         return self.predictor.session
 
-    def parse_and_predict(self, body: bytes) -> tuple[list[Any], list[dict]]:
+    def decode_and_predict(self, decode: Callable[[], list[Any]]) -> tuple[list[Any], list[dict]]:
         """The whole CPU part of a request (decode, feeds, graph): what `execution: thread` runs off the loop."""
-        records = self.adapter.parse(body)
+        records = decode()
         return records, self.predict(records)
 
     def describe(self) -> dict:
@@ -77,12 +81,15 @@ class LoadedModel:
             "inputs": [spec.model_dump(exclude_defaults=True) for spec in contract.inputs],
             "metrics": contract.metrics, "created_at": contract.created_at, "loaded_at": self.loaded_at,
             "serving": {"execution": settings.execution, "max_batch": settings.max_batch,
-                        "max_body_bytes": settings.max_body_bytes},
+                        "max_body_bytes": settings.max_body_bytes, "media_types": list(self.adapter.media_types),
+                        "batching": settings.batching.model_dump(), "top_k": settings.top_k},
         }
 
 
-def load_model(resolved: ResolvedModel, model_config: ModelConfig, config: ServingConfig) -> LoadedModel:
-    """Open one bundle and prove it predicts (on the adapter's example) before anyone relies on it."""
+def load_model(resolved: ResolvedModel, model_config: ModelConfig, config: ServingConfig,
+               on_batch: Callable[[str, int, int], None] | None = None) -> LoadedModel:
+    """Open one bundle and prove it predicts (on the adapter's example) before anyone relies on it.
+    `on_batch(name, requests, records)` hears of every batched graph call (the metrics)."""
     contract = resolved.files.contract
     if contract.name != model_config.name:
         raise ValueError(f"{resolved.directory}: contract is for model {contract.name!r}, not {model_config.name!r}")
@@ -90,20 +97,26 @@ def load_model(resolved: ResolvedModel, model_config: ModelConfig, config: Servi
     predictor = Predictor(resolved.files, settings=SessionSettings(**settings.onnxruntime.model_dump()),
                           max_batch=settings.max_batch, example=model_config.example)
     model = LoadedModel(name=resolved.name, version=resolved.version, alias=resolved.alias, source=resolved.source,
-                        contract=contract, predictor=predictor, adapter=Adapter(predictor.codec),
+                        contract=contract, predictor=predictor, adapter=Adapter(predictor.codec, top_k=settings.top_k),
                         settings=settings, loaded_at=time.time())
     model.predict(model.adapter.example_records())
-    return model
+    if not settings.batching.enabled:
+        return model
+    tell = (lambda requests, records: on_batch(model.name, requests, records)) if on_batch else None
+    return replace(model, batcher=MicroBatcher(model.predict, max_wait_ms=settings.batching.max_wait_ms,
+                                               max_records=settings.batching.max_records, on_batch=tell))
 
 
 class ModelStore:
     """Current version of every configured model, by name, with the reason a model is missing."""
 
     def __init__(self, config: ServingConfig, source: ModelSource,
-                 on_change: Callable[[str, LoadedModel | None, LoadedModel], None] | None = None):
+                 on_change: Callable[[str, LoadedModel | None, LoadedModel], None] | None = None,
+                 on_batch: Callable[[str, int, int], None] | None = None):
         self.config = config
         self.source = source
         self.on_change = on_change
+        self.on_batch = on_batch
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {model.name: "not loaded yet" for model in config.models}
         self._reload_lock = threading.Lock()
@@ -132,7 +145,7 @@ class ModelStore:
         model_config = self.config.model(name)
         try:
             resolved = self.source.resolve(name, model_config.alias)
-            model = load_model(resolved, model_config, self.config)
+            model = load_model(resolved, model_config, self.config, self.on_batch)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             log.error("model %r failed to load: %s", name, reason, exc_info=True)
@@ -147,6 +160,14 @@ class ModelStore:
         if self.on_change:
             self.on_change(name, previous, model)
         return model
+
+    async def drain(self) -> None:
+        """Shutdown: run what still waits in each serving version's batcher and answer it (a version
+        replaced by a reload gets no new requests, and its waiting ones run when their window passes)."""
+        for name in self.names:
+            model = self._models.get(name)
+            if model is not None and model.batcher is not None:
+                await model.batcher.close()
 
     def load_all(self) -> None:
         """Start-up: try every model; one that fails is logged and reported by /ready, the rest serve."""

@@ -10,11 +10,18 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 
+class RankedClass(BaseModel):
+    label: str
+    probability: float
+
+
 class Prediction(BaseModel):
     id: str = Field(description="prediction id: what feedback refers to")
     label: str = Field(description="predicted label (binary models: at the tuned threshold)")
     probability: float = Field(description="binary models: P(positive label); else P(predicted label)")
     probabilities: dict[str, float] | None = Field(default=None, description="multi-class: every class")
+    top_k: list[RankedClass] | None = Field(default=None, description=(
+        "multi-class: the model's `top_k` most likely classes, most likely first"))
 
 
 class PredictResponse(BaseModel):
@@ -55,5 +62,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorDetail, "description": "model not loaded, or the prediction log unavailable"},
 }
 PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = ERROR_RESPONSES | {
-    415: {"model": ErrorDetail, "description": "Content-Type is not the model's media type"},
+    415: {"model": ErrorDetail,
+          "description": "Content-Type is not one the model takes (JSON; image models also multipart/form-data)"},
 }

@@ -190,8 +190,9 @@ def test_openapi_documents_the_contract_schema_with_an_example(client):
 @kinds
 def test_openapi_documents_each_body_under_its_media_type(client, codecs, name):
     operation = client.get("/openapi.json").json()["paths"][f"/v1/{name}/predict"]["post"]
-    (media_type,) = operation["requestBody"]["content"]
+    media_type, *uploads = operation["requestBody"]["content"]
     assert media_type == codecs[name].media_type
+    assert uploads == (["multipart/form-data"] if name == "toy_image" else [])  # image files also come as file parts
     example = operation["requestBody"]["content"][media_type]["example"]
     assert client.post(f"/v1/{name}/predict", json=example).status_code == 200  # the documented example works
     assert "415" in operation["responses"]

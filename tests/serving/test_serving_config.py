@@ -15,8 +15,9 @@ CONFIG = REPO / "configs" / "serving.yaml"
 
 def test_the_shipped_config_loads():
     config = load_serving_config(CONFIG, environ={})
-    assert [model.name for model in config.models] == ["churn", "text"]
+    assert [model.name for model in config.models] == ["churn", "text", "vision"]
     assert config.model("churn").required and not config.model("text").required  # text: only after `make text`
+    assert not config.model("vision").required  # only after `make vision`
     assert config.settings("text").execution == "thread"
     assert config.source.kind == "registry" and config.prediction_log.wait_for_commit
 
