@@ -21,7 +21,7 @@ export CHURN_DATA := $(SHARED_CHURN)
 endif
 endif
 
-.PHONY: help setup data churn text all serve bundle ui monitor simulate bench bench-churn bench-text bench-serve bench-monitor test test-fast clean
+.PHONY: help setup data churn vision text all serve bundle ui monitor simulate bench bench-churn bench-vision bench-text bench-serve bench-monitor test test-fast clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,10 +40,13 @@ data: $(STAMP)  ## download the Telco CSV (online; checks its sha256) to data/ra
 churn: $(STAMP)  ## churn: train -> evaluate -> optimize -> export ONNX -> register champion
 	$(PY) -m pipelines churn
 
+vision: $(STAMP)  ## vision: ResNet-18 transfer (source pretraining, cached) -> evaluate -> ONNX + int8 -> register champion
+	$(PY) -m pipelines vision
+
 text: $(STAMP)  ## text: LoRA fine-tuned MiniLM -> evaluate -> ONNX + int8 -> register champion
 	$(PY) -m pipelines text
 
-all: churn text  ## every project that exists
+all: churn vision text  ## every project
 
 serve: $(STAMP)  ## FastAPI + onnxruntime on 127.0.0.1:8000 (configs/serving.yaml), serving each champion
 	$(PY) -m serving
@@ -53,10 +56,10 @@ bundle: $(STAMP)  ## export the churn champion as a deployable folder (ONNX + co
 
 MODEL ?= churn
 
-simulate: $(STAMP)  ## send windows of normal and drifted traffic (+ delayed labels) to the running server (MODEL=churn|text)
+simulate: $(STAMP)  ## send windows of normal and drifted traffic (+ delayed labels) to the running server (MODEL=churn|vision|text)
 	$(PY) -m monitoring simulate --model $(MODEL)
 
-monitor: $(STAMP)  ## drift report on the latest window of the prediction log (MODEL=churn|text); RETRAIN=1 closes the loop
+monitor: $(STAMP)  ## drift report on the latest window of the prediction log (MODEL=churn|vision|text); RETRAIN=1 closes the loop
 	$(PY) -m monitoring run --model $(MODEL) $(if $(RETRAIN),--retrain)
 
 ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
@@ -65,16 +68,19 @@ ui: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the same store
 bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed picking)
 	$(PY) benchmarks/bench_churn.py
 
-bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow models serve` (wrk, batch 1 and 64)
+bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow models serve` (wrk, batch 1 and 64; 16 single-record clients with and without micro-batching)
 	$(PY) benchmarks/bench_serve.py
 
 bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows
 	$(PY) benchmarks/bench_monitor.py --sizes 100,250,500
 
+bench-vision: $(STAMP)  ## vision: test accuracy and the learning curve over 3 seeds (mean +- std), SVM baseline beside
+	$(PY) benchmarks/bench_vision.py
+
 bench-text: $(STAMP)  ## text: test macro-F1 per model over 3 split seeds, plus one full fine-tune
 	$(PY) benchmarks/bench_text.py
 
-bench: bench-churn bench-text bench-serve bench-monitor  ## every benchmark
+bench: bench-churn bench-vision bench-text bench-serve bench-monitor  ## every benchmark
 
 test: $(STAMP)  ## the whole test suite (unit + end-to-end on tiny configs)
 	$(PY) -m pytest

@@ -49,3 +49,19 @@ def expected_calibration_error(y: np.ndarray, probabilities: np.ndarray, bins: i
     table = calibration_bins(y, probabilities, bins)
     rows = sum(count for _, _, count in table)
     return float(sum(count * abs(confidence - accuracy) for confidence, accuracy, count in table) / max(rows, 1))
+
+
+def argmax_metrics(split: str, y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Models that decide by the most likely class (vision, text: no tuned threshold), binary or
+    multi-class, under the same names: accuracy, macro-F1, ROC-AUC, log loss."""
+    predicted = probabilities.argmax(axis=1)
+    metrics = classification_metrics(split, y, probabilities, predicted)
+    metrics.pop(f"{split}_f1", None)
+    metrics[f"{split}_macro_f1"] = macro_f1(y, np.eye(probabilities.shape[1])[predicted])
+    return metrics
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise, numerically stable: logits from a torch model -> class probabilities."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)

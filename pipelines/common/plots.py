@@ -45,3 +45,19 @@ def log_reliability_diagram(y, probabilities, bins: int, artifact_file: str) -> 
            title=f"Reliability (ECE {expected_calibration_error(y, probabilities, bins):.3f})")
     ax.legend()
     log_figure(fig, artifact_file)
+
+
+def log_image_grid(pictures: np.ndarray, titles: list[str], artifact_file: str, overlays: np.ndarray | None = None,
+                   columns: int = 8) -> None:
+    """Grey uint8 pictures in a grid with a title each; `overlays` ([0, 1] heat maps, e.g. Grad-CAM) drawn
+    over them, stretched to the picture's extent whatever their resolution."""
+    rows = max(1, -(-len(pictures) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), dpi=110, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (ax, picture, title) in enumerate(zip(axes.ravel(), pictures, titles)):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=255, extent=(0, 1, 0, 1))
+        if overlays is not None:
+            ax.imshow(overlays[i], cmap="jet", alpha=0.45, extent=(0, 1, 0, 1))
+        ax.set_title(title, fontsize=7)
+    log_figure(fig, artifact_file)

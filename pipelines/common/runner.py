@@ -24,8 +24,9 @@ from pipelines.common.config import load_config
 
 log = logging.getLogger(__name__)
 
-# Project name -> module defining PROJECT. Vision registers here when it lands.
-PROJECT_MODULES = {"churn": "pipelines.churn.project", "text": "pipelines.text.project"}
+# Project name -> module defining PROJECT.
+PROJECT_MODULES = {"churn": "pipelines.churn.project", "vision": "pipelines.vision.project",
+                   "text": "pipelines.text.project"}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class LoopConfig(Config):
     mode: Literal["max", "min"] = "max"
     log_every_steps: int = Field(10, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
+    restore_best: bool = True  # end on the best epoch's weights (False: the last epoch's, e.g. a fixed budget)
 
 
 @dataclass
@@ -97,7 +98,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, batches: Ca
                 log.info("%searly stop after epoch %d: best %s %.4f at epoch %d", prefix, epoch + 1,
                          settings.monitor, history.best_score, history.best_epoch + 1)
                 break
-    if best_state is not None:
+    if best_state is not None and settings.restore_best:
         model.load_state_dict(best_state)
     model.eval()
     history.seconds = time.perf_counter() - started

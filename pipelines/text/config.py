@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from pipelines.common.config import Config, DecisionConfig, ReleaseConfig
+from pipelines.common.optimize import OptimizeConfig as CommonOptimizeConfig
 from pipelines.common.torch_train import LoopConfig
 from pipelines.text.data import TextDataSettings as DataConfig  # where and what a valid row is
 
@@ -50,14 +51,8 @@ class EvaluateConfig(Config):
     attribution_examples: int = Field(6, ge=0)
 
 
-class OptimizeConfig(Config):
-    quantization: list[Literal["dynamic", "static"]] = ["dynamic", "static"]
-    max_quality_drop: float = Field(0.01, ge=0)  # macro-F1 points an int8 variant may lose and still ship
-    max_batch_effect: float = Field(0.01, ge=0)  # how far a probability may move with its batch neighbours
-    latency_repeats: int = Field(200, ge=10)
-    threads: int = Field(2, ge=1)  # torch and onnxruntime alike, for a fair table
-    calibration_rows: int = Field(200, ge=10)
-    parity_atol: float = 1e-4  # ONNX fp32 logits vs torch, on the whole test split
+class OptimizeConfig(CommonOptimizeConfig):
+    symbolic_shapes: bool = False  # a BERT's Min(512, sequence) position slice defeats ORT's symbolic inference
 
 
 class ExportConfig(ReleaseConfig):

@@ -19,8 +19,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 from pipelines.common.metrics import expected_calibration_error
 from pipelines.common.plots import log_confusion_matrix, log_reliability_diagram
 from pipelines.common.runner import StageContext
-from pipelines.text.metrics import text_metrics
-from pipelines.text.model import predict_logits, softmax
+from pipelines.common.metrics import argmax_metrics, softmax
+from pipelines.text.model import predict_logits
 from pipelines.text.train import label_ids, load_split, load_trained
 
 
@@ -59,7 +59,7 @@ def run(ctx: StageContext) -> None:
     y = label_ids(test, labels)
     probabilities = softmax(predict_logits(model, tokenizer, test["text"].tolist(), config.model.max_length))
     predicted = probabilities.argmax(axis=1)
-    metrics = text_metrics("test", y, probabilities)
+    metrics = argmax_metrics("test", y, probabilities)
     metrics["test_ece"] = expected_calibration_error(y, probabilities, config.evaluate.calibration_bins)
     mlflow.log_metrics(metrics)
     report = classification_report(y, predicted, labels=list(range(len(labels))), target_names=labels,

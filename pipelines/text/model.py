@@ -88,10 +88,6 @@ def predict_logits(model: torch.nn.Module, tokenizer, texts: list[str], max_leng
     return np.concatenate(parts) if parts else np.zeros((0, model.config.num_labels), np.float32)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
 
 def mean_pooled_embeddings(encoder: torch.nn.Module, tokenizer, texts: list[str], max_length: int,
                            batch_size: int = 64) -> np.ndarray:

@@ -24,12 +24,12 @@ from sklearn.pipeline import make_pipeline
 
 from modelpkg.runtime import class_indices
 from pipelines.common import tracking
+from pipelines.common.metrics import argmax_metrics, softmax
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_train import fit, seeded_order, trainable_parameters
 from pipelines.text.data import load_texts, split_texts, validate_texts
-from pipelines.text.metrics import text_metrics
 from pipelines.text.model import (classification_loss, labelled_batches, load_classifier, load_tokenizer,
-                                  mean_pooled_embeddings, predict_logits, softmax, with_lora)
+                                  mean_pooled_embeddings, predict_logits, with_lora)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -95,7 +95,7 @@ def fit_tfidf(ctx: StageContext, splits, labels) -> dict[str, float]:
         metrics = {}
         for split in ("valid", "test"):
             probabilities = model.predict_proba(splits[split]["text"])
-            metrics |= text_metrics(split, label_ids(splits[split], labels), probabilities)
+            metrics |= argmax_metrics(split, label_ids(splits[split], labels), probabilities)
         mlflow.log_metrics(metrics)
     return metrics
 
@@ -114,7 +114,7 @@ def fit_probe(ctx: StageContext, splits, labels, tokenizer) -> dict[str, float]:
         probe.fit(embed["train"], label_ids(splits["train"], labels))
         metrics = {}
         for split in ("valid", "test"):
-            metrics |= text_metrics(split, label_ids(splits[split], labels), probe.predict_proba(embed[split]))
+            metrics |= argmax_metrics(split, label_ids(splits[split], labels), probe.predict_proba(embed[split]))
         mlflow.log_metrics(metrics)
     return metrics
 
@@ -152,11 +152,11 @@ def fit_lora(ctx: StageContext, splits, labels, tokenizer):
             batches=lambda epoch: labelled_batches(tokenizer, texts, y, seeded_order(len(texts), config.seed, epoch),
                                                    settings.batch_size, config.model.max_length),
             loss_of=classification_loss,
-            evaluate=lambda m: text_metrics("valid", valid_y, softmax(predict_logits(
+            evaluate=lambda m: argmax_metrics("valid", valid_y, softmax(predict_logits(
                 m, tokenizer, valid_texts, config.model.max_length))),
         )
         test_probabilities = softmax(predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config.model.max_length))
-        metrics = text_metrics("test", label_ids(splits["test"], labels), test_probabilities)
+        metrics = argmax_metrics("test", label_ids(splits["test"], labels), test_probabilities)
         mlflow.log_metrics(metrics)
         if config.lora.enabled:
             with tracking.temporary_dir() as tmp:
