@@ -71,8 +71,8 @@ bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed pick
 bench-serve: $(STAMP)  ## our server vs itself without log/metrics vs `mlflow models serve` (wrk, batch 1 and 64; 16 single-record clients with and without micro-batching)
 	$(PY) benchmarks/bench_serve.py
 
-bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows
-	$(PY) benchmarks/bench_monitor.py --sizes 100,250,500
+bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows (MODEL=churn|vision|text)
+	$(PY) benchmarks/bench_monitor.py --model $(MODEL) --sizes 100,250,500
 
 bench-vision: $(STAMP)  ## vision: test accuracy and the learning curve over 3 seeds (mean +- std), SVM baseline beside
 	$(PY) benchmarks/bench_vision.py

@@ -11,10 +11,14 @@ Windows are drawn from the champion's held-out test split; the reference is its 
   delay            drift begins in a stream monitored every --step rows on the last window of rows:
                    how many drifted rows had arrived when the first alert fired
 
-Model: the registered champion in MLFLOW_TRACKING_URI (default: the repo's store, after `make churn`);
-if there is none, the churn pipeline is run once into a throwaway store first (about a minute).
+Model: `--model` names a section of configs/monitoring.yaml (churn, text, vision); its scenarios and their
+strengths come from there (monitoring.scenarios.<model>). The version measured is the model's alias
+(`champion`) in MLFLOW_TRACKING_URI (default: the repo's store, after `make churn` / `make text` /
+`make vision`); if there is none, the project's pipeline is run once into a throwaway store first (churn:
+about a minute; text: about six). No server is needed: windows are scored in-process by the package.
 
-    python benchmarks/bench_monitor.py [--windows 200] [--sizes 100,250,500] [--delay-trials 50] [--step 25]
+    python benchmarks/bench_monitor.py [--model churn] [--windows 200] [--sizes 100,250,500] [--delay-trials 50]
+                                       [--step 25]
 """
 
 from __future__ import annotations
@@ -62,21 +66,22 @@ class Setup:
     params: dict[str, dict]
 
 
-def ensure_champion(model: str) -> None:
-    """Use the store's champion; without one, train it into a throwaway store with the real pipeline."""
-    tracking.configure_tracking(f"{model}-monitoring")
+def ensure_champion(model: str, alias: str, experiment: str) -> None:
+    """Use the store's version under `alias`; without one, train the project into a throwaway store with
+    its real pipeline (which registers it as champion)."""
+    tracking.configure_tracking(experiment)
     try:
-        resolve_version(model, "champion")
+        resolve_version(model, alias)
         return
     except LookupError:
         pass
     store = tempfile.mkdtemp(prefix="bench-monitor-")
+    print(f"no '{model}@{alias}' in {tracking.tracking_uri()}: training one into {store} (real pipeline) ...")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
-    print(f"no registered '{model}' in the store: training one into {store} (real pipeline) ...")
     from pipelines.common.runner import run_project
 
-    run_project(model, None)
-    tracking.configure_tracking(f"{model}-monitoring")
+    run_project(model, None, alias=alias)
+    tracking.configure_tracking(experiment)
 
 
 def data_source(model: WatchedModel) -> str:
@@ -88,8 +93,8 @@ def data_source(model: WatchedModel) -> str:
 
 
 def load_setup(config: MonitoringConfig, model_name: str) -> Setup:
-    ensure_champion(model_name)
-    model_cfg = config.model(model_name)
+    model_cfg = config.model(model_name)  # a model with no monitoring section fails before any training
+    ensure_champion(model_name, model_cfg.alias, model_cfg.experiment)
     model = load_watched_model(model_name, alias=model_cfg.alias)
     return Setup(config, model, load_reference(model), load_holdout(model, model_cfg.holdout_artifact),
                  scenarios_for(model_name), dict(model_cfg.scenarios))
@@ -172,6 +177,12 @@ def delay_rows(setup: Setup, trials: int, rows: int, step: int, seed: int) -> li
     return table
 
 
+def strengths(setup: Setup) -> str:
+    """The scenario parameters measured (config values; a scenario's own defaults where none are set)."""
+    return "; ".join(f"{name} {setup.params.get(name, {}) or '(defaults)'}" for name in setup.scenarios
+                     if name != NO_DRIFT)
+
+
 def number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -206,7 +217,7 @@ def print_delay(table: list[dict], rows: int, step: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/monitoring.yaml")
-    parser.add_argument("--model", default="churn")
+    parser.add_argument("--model", default="churn", help="a section of models: in the config (churn, text, vision)")
     parser.add_argument("--windows", type=int, default=200, help="windows per scenario and size (>= 20)")
     parser.add_argument("--sizes", help="comma-separated window sizes in rows (default: window.rows in the config)")
     parser.add_argument("--delay-trials", type=int, default=50, help="drift-onset streams per scenario (0: skip)")
@@ -221,6 +232,7 @@ def main() -> None:
     print(f"{args.model} v{setup.model.version} ({setup.model.contract.model_type}, {data_source(setup.model)}): "
           f"reference {len(setup.reference)} rows, held-out pool {len(setup.pool)} rows, "
           f"{len(setup.model.descriptors)} descriptor columns")
+    print(f"scenarios: {strengths(setup)}")
     for rows in sizes:
         detection = detection_rows(setup, args.windows, rows, args.seed)
         print_detection(detection, rows, alpha_per_test(setup.model, config.drift), config.quality.metric)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from modelpkg.contract import HOLDOUT_ARTIFACT
+from monitoring.scenarios import scenarios_for
 from pipelines.common.config import Config, DecisionConfig, load_config
 
 DEFAULT_CONFIG = "configs/monitoring.yaml"
@@ -89,6 +90,24 @@ class MonitoringConfig(Config):
     retrain: RetrainConfig = RetrainConfig()
     simulate: SimulateConfig = SimulateConfig()
     models: dict[str, ModelMonitoring]
+
+    @model_validator(mode="after")
+    def check_scenario_names(self) -> "MonitoringConfig":
+        """A misspelt scenario or parameter would otherwise be ignored and the scenario's default used."""
+        for name, model in self.models.items():
+            known = scenarios_for(name)
+            for scenario, params in model.scenarios.items():
+                where = f"models.{name}.scenarios.{scenario}"
+                if scenario not in known:
+                    raise ValueError(f"{where}: unknown scenario for {name} (known: {', '.join(known)})")
+                unknown = sorted(set(params) - set(known[scenario].parameter_names()))
+                if unknown:
+                    raise ValueError(f"{where}: unknown parameter(s) {unknown} "
+                                     f"(accepts: {', '.join(known[scenario].parameter_names()) or 'none'})")
+            for scenario in model.plan or []:
+                if scenario not in known:
+                    raise ValueError(f"models.{name}.plan: unknown scenario '{scenario}' (known: {', '.join(known)})")
+        return self
 
     def model(self, name: str) -> ModelMonitoring:
         if name not in self.models:

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 NO_DRIFT = "no_drift"
-# Project name -> module defining SCENARIOS. Vision registers its own here when it lands.
-PROJECT_MODULES = {"churn": "monitoring.scenarios.churn", "text": "monitoring.scenarios.text"}
+# Project name -> module defining SCENARIOS (a new project adds its line).
+PROJECT_MODULES = {"churn": "monitoring.scenarios.churn", "text": "monitoring.scenarios.text",
+                   "vision": "monitoring.scenarios.vision"}
 
 # (pool of held-out rows, rows wanted, random generator, **parameters) -> the window's rows
 Transform = Callable[..., pd.DataFrame]

@@ -29,5 +29,5 @@ def test_unknown_key_and_non_p_value_test_are_errors(tmp_path):
 
 
 def test_unknown_model_is_a_clear_error(config):
-    with pytest.raises(ValueError, match="model 'vision' has no monitoring section"):
-        config.model("vision")
+    with pytest.raises(ValueError, match="model 'toy_image' has no monitoring section"):
+        config.model("toy_image")
