@@ -71,7 +71,7 @@ class TrainConfig(LoopConfig):
     learning_rate: float = Field(1e-3, gt=0)  # after unfreezing: the head's rate ...
     layer_decay: float = Field(0.5, gt=0, le=1)  # ... each earlier layer group this times the next one's
     weight_decay: float = Field(1e-4, ge=0)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)
     monitor: str = "valid_accuracy"
     augment: AugmentConfig = AugmentConfig()
 
@@ -80,7 +80,7 @@ class CurveConfig(Config):
     """The learning curve: transfer vs scratch vs pixel logistic regression at a few labels per class."""
 
     labels_per_class: list[int | None] = [5, 10, 20, None]  # None: every training image
-    steps: int = Field(150, ge=1)  # optimizer steps per fit, the same for transfer and scratch (same budget)
+    steps: int = Field(60, ge=1)  # optimizer steps per fit, the same for transfer and scratch (same budget)
     seeds: list[int] = [42]
     pixel_C: float = Field(1.0, gt=0)
 

@@ -27,6 +27,7 @@ from pipelines.common.metrics import softmax
 from pipelines.common.plots import log_figure, new_figure
 from pipelines.common.runner import StageContext
 from pipelines.vision.data import ImageData, per_class_subset
+from pipelines.vision.finetune import fine_tune
 from pipelines.vision.keras_cnn import fit_keras_cnn
 from pipelines.vision.model import predict_logits
 
@@ -46,23 +47,28 @@ def pixel_logreg(data: ImageData, train_rows: np.ndarray, test_rows: np.ndarray,
 
 
 def keras_cnn(ctx: StageContext, images: torch.Tensor, labels: np.ndarray, train_rows, valid_rows, test_rows, seed) -> float:
-    x = images.numpy()
-    cnn = fit_keras_cnn(x[train_rows], labels[train_rows], x[valid_rows], labels[valid_rows],
-                        classes=int(labels.max()) + 1, settings=ctx.config.keras, seed=seed)
+    """On one torch thread: Keras issues many small ops, and two spinning threads cost more than they
+    save on them (10-30x slower on a busy 2-core machine, measured)."""
+    x, threads = images.numpy(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cnn = fit_keras_cnn(x[train_rows], labels[train_rows], x[valid_rows], labels[valid_rows],
+                            classes=int(labels.max()) + 1, settings=ctx.config.keras, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     return accuracy(cnn.predict_proba(x[test_rows]), labels[test_rows])
 
 
-def resnet_accuracy(ctx: StageContext, init, images, labels, train_rows, splits, per_class, seed) -> float:
-    from pipelines.vision.train import fine_tune
-
-    config = ctx.config
+def resnet_accuracy(ctx: StageContext, init, images, data: ImageData, train_rows, splits, per_class, seed) -> float:
+    config, labels = ctx.config, data.labels
     if per_class is None:
-        model = fine_tune(config, init, images, labels, train_rows, splits["valid"], epochs=config.train.epochs, seed=seed)
+        model = fine_tune(config, init, data.classes, images, labels, train_rows, splits["valid"],
+                          epochs=config.train.epochs, seed=seed)
     else:
         batches = math.ceil(len(train_rows) / min(config.train.batch_size, len(train_rows)))
         epochs = max(config.train.warmup_epochs + 1, math.ceil(config.curve.steps / batches))
-        model = fine_tune(config, init, images, labels, train_rows, splits["valid"], epochs=epochs, seed=seed,
-                          restore_best=False, early_stopping=False)
+        model = fine_tune(config, init, data.classes, images, labels, train_rows, splits["valid"], epochs=epochs,
+                          seed=seed, restore_best=False, early_stopping=False)
     return accuracy(softmax(predict_logits(model, images[splits["test"]])), labels[splits["test"]])
 
 
@@ -76,10 +82,10 @@ def curve_point(ctx: StageContext, init, images, data: ImageData, splits, per_cl
         with tracking.child_run(f"curve_transfer_{tag}", project=ctx.project):
             reuse = per_class is None and seed == ctx.config.seed and champion_test_accuracy is not None
             point["transfer"] = champion_test_accuracy if reuse else resnet_accuracy(
-                ctx, init, images, labels, rows, splits, per_class, seed)
+                ctx, init, images, data, rows, splits, per_class, seed)
             mlflow.log_metric("test_accuracy", point["transfer"])
     with tracking.child_run(f"curve_scratch_{tag}", project=ctx.project):
-        point["scratch"] = resnet_accuracy(ctx, None, images, labels, rows, splits, per_class, seed)
+        point["scratch"] = resnet_accuracy(ctx, None, images, data, rows, splits, per_class, seed)
         mlflow.log_metric("test_accuracy", point["scratch"])
     point["pixel_logreg"] = pixel_logreg(data, rows, test, ctx.config.curve.pixel_C)
     with tracking.child_run(f"curve_keras_cnn_{tag}", project=ctx.project):

@@ -6,12 +6,17 @@ accuracy with the best epoch's weights restored.
 
 Keras runs on the torch backend by default, so no second deep-learning stack is installed; set
 KERAS_BACKEND=tensorflow (or jax) before the first keras import to use another. Keras is imported inside
-`fit_keras_cnn`, so importing this module costs nothing and loads no keras.
+`fit_keras_cnn`, so importing this module (for its config, say) loads no keras.
 
 Layout: inputs arrive channels first, [N, C, H, W], as the ResNet takes them. On torch the model is built
 channels first (torch's own layout: no transposes per layer); on other backends it is built channels last
 and the arrays are transposed once, in `fit_keras_cnn` and in `predict_proba`, because TensorFlow has no
 channels-first convolution or pooling on CPU.
+
+Threads: keras issues many small torch ops, one OpenMP barrier each. On a CPU shared with other processes,
+torch's spinning OpenMP threads made a fit 10-30x slower with 2 threads than with 1; set the thread count
+(torch.set_num_threads) or OMP_WAIT_POLICY=PASSIVE (before torch loads) in the caller, as this function
+leaves the process's threads alone.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ METRIC_PREFIX = "keras_"  # MLflow names: keras_train_loss, keras_valid_accuracy
 
 class KerasCnnConfig(Config):
     # One Conv-BN-ReLU-MaxPool block per entry. [16, 32] rather than [32, 64]: on full digits at 32x32 it is
-    # as accurate (test 0.97-0.98 either way) at about half the CPU time per epoch.
+    # as accurate (test accuracy 0.97-0.98 over three split seeds, either way) at about half the CPU time.
     filters: list[PositiveInt] = Field([16, 32], min_length=1)
     dense: int = Field(128, ge=1)
     dropout: float = Field(0.3, ge=0, lt=1)  # before the dense layer and before the head

@@ -9,6 +9,7 @@ evaluation and serving preprocess identically by construction.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,15 @@ from modelpkg.codecs.image import ImagePreprocessing, normalise
 log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 WEIGHT_CHOICES = ("imagenet", "source", "none")  # or a path to a checkpoint
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Weights to transfer from; `classes` names the rows of their head when they come from a known task
+    (the rendered source), None for ImageNet or a user's checkpoint."""
+
+    state: dict[str, torch.Tensor]
+    classes: list[str] | None = None
 
 
 def preprocessing(size: int, max_pixels: int) -> ImagePreprocessing:
@@ -86,6 +96,20 @@ def backbone_from_state(state: dict[str, torch.Tensor], classes: int, seed: int)
     if missing or unexpected:
         raise ValueError(f"weights are not a torchvision ResNet-18: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return replace_head(model, classes, seed)
+
+
+def match_head(model: torch.nn.Module, state: dict[str, torch.Tensor], source_classes: list[str] | None,
+               target_classes: list[str]) -> bool:
+    """When every target class is also a source class (digits: the source renders printed digits), the new
+    head starts from the source head's rows for those classes: the model then classifies the target before
+    it sees one target label (zero-shot), and fine-tuning starts from there. Otherwise the head stays new."""
+    if not source_classes or not set(target_classes) <= set(source_classes) or "fc.weight" not in state:
+        return False
+    rows = [source_classes.index(name) for name in target_classes]
+    with torch.no_grad():
+        model.fc.weight.copy_(state["fc.weight"][rows])
+        model.fc.bias.copy_(state["fc.bias"][rows])
+    return True
 
 
 def layer_groups(model: torch.nn.Module) -> list[list[torch.nn.Parameter]]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -22,12 +23,12 @@ from mlflow.tracking import MlflowClient
 from pipelines.common import tracking
 from pipelines.common.torch_train import fit, seeded_order
 from pipelines.vision.config import VisionConfig
-from pipelines.vision.model import augment, predict_logits, preprocessing, resnet18, to_tensor
+from pipelines.vision.model import Backbone, augment, predict_logits, preprocessing, resnet18, to_tensor
 from pipelines.vision.source import render_source
 
 log = logging.getLogger(__name__)
 SOURCE_MODEL = "vision-source"
-WEIGHTS_FILE = "resnet18_source.pt"
+WEIGHTS_FILE, CLASSES_FILE = "resnet18_source.pt", "classes.json"
 CONFIG_HASH_TAG = "config_hash"
 
 
@@ -52,16 +53,17 @@ def cached_version(config_hash: str):
     return max(matching, key=lambda v: int(v.version), default=None)
 
 
-def load_version(version) -> dict[str, torch.Tensor]:
-    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=f"source/{WEIGHTS_FILE}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_version(version) -> Backbone:
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="source"))
+    return Backbone(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True),
+                    json.loads((folder / CLASSES_FILE).read_text()))
 
 
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     return float((predict_logits(model, images).argmax(1) == labels.numpy()).mean())
 
 
-def train_source(config: VisionConfig, project: str) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+def train_source(config: VisionConfig) -> tuple[Backbone, dict[str, float]]:
     """Render, pretrain, log and register; returns the weights and the run's metrics."""
     from sklearn.model_selection import train_test_split
 
@@ -98,10 +100,10 @@ def train_source(config: VisionConfig, project: str) -> tuple[dict[str, torch.Te
                     "its features are weaker than intended (more epochs or images per class)",
                     history.best_score, settings.min_accuracy)
         mlflow.set_tag("source_below_min_accuracy", f"{history.best_score:.3f} < {settings.min_accuracy}")
-    return model.state_dict(), metrics
+    return Backbone(model.state_dict(), rendered.classes), metrics
 
 
-def source_weights(config: VisionConfig, project: str) -> tuple[dict[str, torch.Tensor], dict[str, str | float]]:
+def source_weights(config: VisionConfig, project: str) -> tuple[Backbone, dict[str, str | float]]:
     """The pretrained source backbone: from the registry when this config trained one before, else trained
     now in a child run of the train stage and registered as a new `vision-source` version."""
     key = source_config_hash(config)
@@ -114,10 +116,11 @@ def source_weights(config: VisionConfig, project: str) -> tuple[dict[str, torch.
     started = time.perf_counter()
     with tracking.child_run("source_pretraining", project=project, model_name=SOURCE_MODEL) as run:
         mlflow.set_tag(CONFIG_HASH_TAG, key)
-        state, metrics = train_source(config, project)
+        backbone, metrics = train_source(config)
         with tracking.temporary_dir() as tmp:
-            torch.save(state, tmp / WEIGHTS_FILE)
-            mlflow.log_artifact(str(tmp / WEIGHTS_FILE), "source")
+            torch.save(backbone.state, tmp / WEIGHTS_FILE)
+            (tmp / CLASSES_FILE).write_text(json.dumps(backbone.classes))
+            mlflow.log_artifacts(str(tmp), "source")
         mlflow.log_metrics(metrics)
         client = MlflowClient()
         if not client.search_registered_models(f"name = '{SOURCE_MODEL}'"):
@@ -128,4 +131,4 @@ def source_weights(config: VisionConfig, project: str) -> tuple[dict[str, torch.
             tags={CONFIG_HASH_TAG: key}, description="ResNet-18 pretrained on rendered characters (vision source task)")
     log.info("source pretraining: %.0f s, held-out accuracy %.4f, registered %s version %s",
              time.perf_counter() - started, metrics["source_valid_accuracy"], SOURCE_MODEL, model_version.version)
-    return state, {"source_version": model_version.version, "source_cache": "miss", **metrics}
+    return backbone, {"source_version": model_version.version, "source_cache": "miss", **metrics}

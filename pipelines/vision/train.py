@@ -25,12 +25,12 @@ from modelpkg.codecs.image import ImagePreprocessing
 from pipelines.common import tracking
 from pipelines.common.metrics import argmax_metrics, softmax
 from pipelines.common.runner import StageContext
-from pipelines.common.torch_train import fit, seeded_order, trainable_parameters
+from pipelines.common.torch_train import trainable_parameters
 from pipelines.vision.config import VisionConfig
 from pipelines.vision.curve import learning_curve
 from pipelines.vision.data import ImageData, images_frame, load_images, split_indices
-from pipelines.vision.model import (augment, backbone_from_state, checkpoint_state, discriminative_groups,
-                                    freeze_backbone, imagenet_state, predict_logits, preprocessing, replace_head,
+from pipelines.vision.finetune import fine_tune
+from pipelines.vision.model import (Backbone, checkpoint_state, imagenet_state, predict_logits, preprocessing,
                                     resnet18, to_tensor)
 from pipelines.vision.pretrain import source_weights
 
@@ -60,81 +60,30 @@ def load_and_split(ctx: StageContext) -> tuple[ImageData, dict[str, np.ndarray]]
     return data, splits
 
 
-def initial_weights(ctx: StageContext) -> dict[str, torch.Tensor] | None:
+def initial_weights(ctx: StageContext) -> Backbone | None:
     """The backbone to transfer from, as `model.weights` says (None: from scratch)."""
     weights = ctx.config.model.weights
     if weights == "none":
         return None
     if weights == "imagenet":
-        return imagenet_state()
+        return Backbone(imagenet_state())
     if weights == "source":
-        state, facts = source_weights(ctx.config, ctx.project)
+        backbone, facts = source_weights(ctx.config, ctx.project)
         mlflow.log_params({k: v for k, v in facts.items() if isinstance(v, str)})
         mlflow.log_metrics({k: v for k, v in facts.items() if not isinstance(v, str)})
         ctx.summary["source"] = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in facts.items())
-        return state
-    return checkpoint_state(weights)
+        return backbone
+    return Backbone(checkpoint_state(weights))
 
 
-def new_model(init: dict[str, torch.Tensor] | None, classes: int, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return backbone_from_state(init, classes, seed) if init is not None else replace_head(resnet18(classes), classes, seed)
-
-
-def evaluation(images: torch.Tensor, labels: np.ndarray, split: str = "valid"):
-    return lambda model: argmax_metrics(split, labels, softmax(predict_logits(model, images)))
-
-
-def fine_tune(config: VisionConfig, init: dict[str, torch.Tensor] | None, images: torch.Tensor, labels: np.ndarray,
-              train_rows: np.ndarray, valid_rows: np.ndarray, *, epochs: int, seed: int, restore_best: bool = True,
-              early_stopping: bool = True) -> torch.nn.Module:
-    """Transfer (init given): the new head alone for `warmup_epochs` with the backbone frozen, then every layer
-    with discriminative learning rates. Scratch (init None): every layer for the same number of epochs.
-    Augmented, seeded batches; the shared loop logs every epoch and early-stops on validation."""
-    settings = config.train
-    model = new_model(init, int(labels.max()) + 1, seed)
-    batch_size = min(settings.batch_size, len(train_rows))
-    generator = torch.Generator().manual_seed(seed)
-    y = torch.as_tensor(labels)
-
-    def batches(epoch: int):
-        order = torch.as_tensor(train_rows)[seeded_order(len(train_rows), seed, epoch)]
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            yield augment(images[rows], generator, degrees=settings.augment.degrees,
-                          translate=settings.augment.translate, scale=settings.augment.scale), y[rows]
-
-    def loss_of(m, batch):
-        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
-
-    evaluate = evaluation(images[valid_rows], labels[valid_rows])
-    warmup = min(settings.warmup_epochs, epochs - 1) if init is not None else 0
-    loop = settings.model_copy(update={"restore_best": restore_best,
-                                       "patience": settings.patience if early_stopping else epochs})
-    if warmup:
-        freeze_backbone(model, True)
-        head = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.head_learning_rate)
-        fit(model, head, settings=loop.model_copy(update={"epochs": warmup, "patience": warmup}), batches=batches,
-            loss_of=loss_of, evaluate=evaluate, prefix="warmup_")
-        freeze_backbone(model, False)
-        groups = discriminative_groups(model, settings.learning_rate, settings.layer_decay)
-    else:
-        groups = [{"params": list(model.parameters()), "lr": settings.learning_rate}]
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
-    steps = (epochs - warmup) * -(-len(train_rows) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
-    fit(model, optimizer, settings=loop.model_copy(update={"epochs": epochs - warmup}), scheduler=scheduler,
-        batches=batches, loss_of=loss_of, evaluate=evaluate, first_epoch=warmup)
-    return model
-
-
-def fit_champion(ctx: StageContext, init, images: torch.Tensor, labels: np.ndarray, splits) -> tuple[torch.nn.Module, dict]:
+def fit_champion(ctx: StageContext, init: Backbone | None, classes: list[str], images: torch.Tensor, labels: np.ndarray,
+                 splits) -> tuple[torch.nn.Module, dict]:
     """The model this pipeline ships: every training image, early stopping on validation."""
     config = ctx.config
     name = "resnet18_transfer" if init is not None else "resnet18_scratch"
     with tracking.child_run(name, project=ctx.project, model_name=name):
         mlflow.log_params({"weights": config.model.weights, "input_size": config.model.input_size})
-        model = fine_tune(config, init, images, labels, splits["train"], splits["valid"],
+        model = fine_tune(config, init, classes, images, labels, splits["train"], splits["valid"],
                           epochs=config.train.epochs, seed=config.seed)
         trainable, total = trainable_parameters(model)
         metrics = argmax_metrics("test", labels[splits["test"]], softmax(predict_logits(model, images[splits["test"]])))
@@ -158,7 +107,7 @@ def run(ctx: StageContext) -> None:
     settings = preprocessing(config.model.input_size, config.model.max_pixels)
     images = to_tensor(data.images, settings)
     init = initial_weights(ctx)
-    model, metrics = fit_champion(ctx, init, images, data.labels, splits)
+    model, metrics = fit_champion(ctx, init, data.classes, images, data.labels, splits)
     save_model(model, data.classes, settings, config)
     mlflow.log_metrics(metrics)
     curve = learning_curve(ctx, init, images, data, splits, champion_test_accuracy=metrics["test_accuracy"])
