@@ -14,12 +14,10 @@ import json
 import mlflow
 import numpy as np
 import pandas as pd
-from sklearn.metrics import classification_report, confusion_matrix
 
-from pipelines.common.metrics import expected_calibration_error
-from pipelines.common.plots import log_confusion_matrix, log_reliability_diagram
+from pipelines.common.evaluate import log_argmax_evaluation
 from pipelines.common.runner import StageContext
-from pipelines.common.metrics import argmax_metrics, softmax
+from pipelines.common.metrics import softmax
 from pipelines.text.model import predict_logits
 from pipelines.text.train import label_ids, load_split, load_trained
 
@@ -59,15 +57,7 @@ def run(ctx: StageContext) -> None:
     y = label_ids(test, labels)
     probabilities = softmax(predict_logits(model, tokenizer, test["text"].tolist(), config.model.max_length))
     predicted = probabilities.argmax(axis=1)
-    metrics = argmax_metrics("test", y, probabilities)
-    metrics["test_ece"] = expected_calibration_error(y, probabilities, config.evaluate.calibration_bins)
-    mlflow.log_metrics(metrics)
-    report = classification_report(y, predicted, labels=list(range(len(labels))), target_names=labels,
-                                   output_dict=True, zero_division=0)
-    mlflow.log_dict(report, "evaluate/classification_report.json")
-    log_confusion_matrix(confusion_matrix(y, predicted, labels=list(range(len(labels)))), labels,
-                         "evaluate/confusion_matrix.png")
-    log_reliability_diagram(y, probabilities, config.evaluate.calibration_bins, "evaluate/reliability.png")
+    metrics = log_argmax_evaluation(y, probabilities, labels, config.evaluate.calibration_bins)
     mistakes = confident_mistakes(test, probabilities, labels, config.evaluate.confident_mistakes)
     mlflow.log_table(mistakes, "evaluate/confident_mistakes.json")
     examples = test.head(config.evaluate.attribution_examples)

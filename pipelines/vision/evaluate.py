@@ -11,11 +11,11 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.svm import SVC
 
-from pipelines.common.metrics import argmax_metrics, expected_calibration_error, softmax
-from pipelines.common.plots import log_confusion_matrix, log_image_grid, log_reliability_diagram
+from pipelines.common.evaluate import log_argmax_evaluation
+from pipelines.common.metrics import softmax
+from pipelines.common.plots import log_image_grid
 from pipelines.common.runner import StageContext
 from pipelines.vision.model import predict_logits, to_tensor
 from pipelines.vision.train import load_split, load_trained, split_images
@@ -65,16 +65,9 @@ def run(ctx: StageContext) -> None:
     images = to_tensor(pictures, settings)
     probabilities = softmax(predict_logits(model, images))
     predicted = probabilities.argmax(axis=1)
-    metrics = argmax_metrics("test", y, probabilities)
-    metrics["test_ece"] = expected_calibration_error(y, probabilities, config.evaluate.calibration_bins)
+    metrics = log_argmax_evaluation(y, probabilities, classes, config.evaluate.calibration_bins)
     metrics["test_svm_rbf_pixels_accuracy"] = svm_baseline(ctx, split_images(train), class_ids(train, classes), pictures, y)
-    mlflow.log_metrics(metrics)
-    report = classification_report(y, predicted, labels=list(range(len(classes))), target_names=classes,
-                                   output_dict=True, zero_division=0)
-    mlflow.log_dict(report, "evaluate/classification_report.json")
-    log_confusion_matrix(confusion_matrix(y, predicted, labels=list(range(len(classes)))), classes,
-                         "evaluate/confusion_matrix.png")
-    log_reliability_diagram(y, probabilities, config.evaluate.calibration_bins, "evaluate/reliability.png")
+    mlflow.log_metric("test_svm_rbf_pixels_accuracy", metrics["test_svm_rbf_pixels_accuracy"])
     wrong = np.flatnonzero(predicted != y)[:config.evaluate.misclassified]
     if len(wrong):
         log_image_grid(pictures[wrong], [f"{classes[y[i]]} -> {classes[predicted[i]]} ({probabilities[i].max():.2f})"

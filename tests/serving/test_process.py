@@ -15,7 +15,7 @@ from serving.predlog import read_predictions
 from tests.live_server import START_TIMEOUT_SECONDS, free_port, wait_ready
 from tests.serving.conftest import ADMIN_KEY, KIND_NAMES, REPO, make_config, write_config
 
-FORBIDDEN = ("torch", "transformers", "xgboost", "sklearn")
+FORBIDDEN = ("torch", "torchvision", "transformers", "peft", "keras", "xgboost", "sklearn")
 
 # Start the app (lifespan included) in a fresh interpreter with the config in argv[1], predict each
 # model's documented example, and report which heavy modules got imported.

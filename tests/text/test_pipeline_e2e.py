@@ -20,6 +20,7 @@ from modelpkg.contract import HOLDOUT_ARTIFACT  # noqa: E402
 from modelpkg.package import load_model  # noqa: E402
 from pipelines.common.runner import run_project  # noqa: E402
 from tests.factories import environment  # noqa: E402
+from tests.pipeline_runs import child_runs, stage_run  # noqa: E402
 from tests.live_server import free_port, wait_ready  # noqa: E402
 from tests.paths import REPO, UCI_SENTIMENT  # noqa: E402
 
@@ -43,13 +44,6 @@ def result(store):
     return run_project("text", TINY_CONFIG)
 
 
-def stage_run(result, stage: str):
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("text")
-    return client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' "
-                                                          f"and tags.stage = '{stage}'")[0]
-
-
 def test_the_pipeline_registers_a_text_champion_with_its_tokenizer(result):
     assert result.registered_version == "1"
     package = load_model("text", alias="champion")
@@ -62,10 +56,8 @@ def test_the_pipeline_registers_a_text_champion_with_its_tokenizer(result):
 
 
 def test_lora_trains_a_small_share_and_beats_a_coin_and_the_baselines_are_logged(result):
-    train = stage_run(result, "train")
-    children = MlflowClient().search_runs([train.info.experiment_id],
-                                          f"tags.`mlflow.parentRunId` = '{train.info.run_id}'")
-    by_name = {run.data.tags["model_name"]: run.data.metrics for run in children}
+    train = stage_run(result, "text", "train")
+    by_name = {run.data.tags["model_name"]: run.data.metrics for run in child_runs(train).values()}
     assert set(by_name) == {"tfidf_logistic_regression", "linear_probe", "lora"}
     assert by_name["lora"]["trainable_share"] < 0.05
     assert by_name["lora"]["test_macro_f1"] >= MACRO_F1_FLOOR
@@ -73,7 +65,7 @@ def test_lora_trains_a_small_share_and_beats_a_coin_and_the_baselines_are_logged
 
 
 def test_evaluate_logs_calibration_mistakes_attributions_and_the_comparison(result):
-    run = stage_run(result, "evaluate")
+    run = stage_run(result, "text", "evaluate")
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/confusion_matrix.png", "evaluate/reliability.png", "evaluate/attributions.html",
             "evaluate/classification_report.json", "evaluate/comparison.json"} <= artifacts
@@ -81,7 +73,7 @@ def test_evaluate_logs_calibration_mistakes_attributions_and_the_comparison(resu
 
 
 def test_optimize_checks_logits_parity_and_reports_every_variant(result):
-    run = stage_run(result, "optimize")
+    run = stage_run(result, "text", "optimize")
     assert run.data.metrics["test_onnx_logits_max_abs_diff"] <= 1e-4
     variants = {"torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"}
     assert {f"{v}_latency_ms_b1" for v in variants} <= set(run.data.metrics)

@@ -103,6 +103,7 @@ def test_the_same_seed_gives_the_same_probabilities(digits, fitted):
 
 def test_epochs_go_to_the_active_mlflow_run(digits, tmp_mlflow):
     settings = TINY.model_copy(update={"epochs": 2, "patience": 2})
+    mlflow.set_experiment("keras-cnn")  # not the experiment an earlier test left active in another store
     with mlflow.start_run() as run:
         model = fit_keras_cnn(*digits, classes=10, settings=settings, seed=1)
     client = MlflowClient()

@@ -23,6 +23,7 @@ from pipelines.common.runner import run_project  # noqa: E402
 from pipelines.vision.config import VisionConfig  # noqa: E402
 from pipelines.vision.pretrain import SOURCE_MODEL, cached_version, source_config_hash  # noqa: E402
 from tests.factories import environment  # noqa: E402
+from tests.pipeline_runs import child_runs, stage_run  # noqa: E402
 from tests.live_server import free_port, wait_ready  # noqa: E402
 from tests.paths import REPO  # noqa: E402
 
@@ -44,18 +45,6 @@ def result(store):
     return run_project("vision", TINY_CONFIG)
 
 
-def stage_run(result, stage: str):
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name("vision")
-    return client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}' "
-                                                          f"and tags.stage = '{stage}'")[0]
-
-
-def children(run) -> dict[str, mlflow.entities.Run]:
-    found = MlflowClient().search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
-    return {child.data.tags["mlflow.runName"]: child for child in found}
-
-
 def test_the_pipeline_registers_a_vision_champion_with_its_preprocessing(result):
     assert result.registered_version == "1"
     contract = load_model("vision", alias="champion").contract
@@ -69,16 +58,16 @@ def test_source_pretraining_is_its_own_registered_run_and_is_cached(result):
     config = load_config(TINY_CONFIG, VisionConfig)
     version = cached_version(source_config_hash(config))
     assert version is not None and version.name == SOURCE_MODEL
-    train = stage_run(result, "train")
-    assert "source_pretraining" in children(train)
+    train = stage_run(result, "vision", "train")
+    assert "source_pretraining" in child_runs(train)
     assert train.data.params["source_cache"] == "miss"
     changed = config.model_copy(update={"seed": config.seed + 1})
     assert cached_version(source_config_hash(changed)) is None  # another config trains anew
 
 
 def test_the_learning_curve_compares_transfer_scratch_and_both_baselines(result):
-    train = stage_run(result, "train")
-    runs = children(train)
+    train = stage_run(result, "vision", "train")
+    runs = child_runs(train)
     assert {"resnet18_transfer", "curve_transfer_5_per_class_seed0", "curve_scratch_5_per_class_seed0",
             "curve_keras_cnn_5_per_class_seed0"} <= set(runs)
     transfer = runs["resnet18_transfer"]
@@ -91,7 +80,7 @@ def test_the_learning_curve_compares_transfer_scratch_and_both_baselines(result)
 
 
 def test_evaluate_logs_mistakes_calibration_grad_cam_and_the_svm_baseline(result):
-    run = stage_run(result, "evaluate")
+    run = stage_run(result, "vision", "evaluate")
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/confusion_matrix.png", "evaluate/reliability.png", "evaluate/grad_cam.png",
             "evaluate/classification_report.json"} <= artifacts
@@ -100,7 +89,7 @@ def test_evaluate_logs_mistakes_calibration_grad_cam_and_the_svm_baseline(result
 
 
 def test_optimize_checks_logits_parity_and_reports_every_variant(result):
-    run = stage_run(result, "optimize")
+    run = stage_run(result, "vision", "optimize")
     assert run.data.metrics["test_onnx_logits_max_abs_diff"] <= 1e-4
     variants = {"torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"}
     assert {f"{v}_latency_ms_b1" for v in variants} <= set(run.data.metrics)
