@@ -46,8 +46,8 @@ def data_spec(config: VisionConfig) -> str:
 def load_and_split(ctx: StageContext) -> tuple[ImageData, dict[str, np.ndarray]]:
     config = ctx.config
     data = load_images(data_spec(config), min_per_class=config.data.min_per_class)
-    tracking.log_loaded_data(data.sha256, data.source, data.source.removeprefix("imagefolder:"), len(data.labels),
-                             [], synthetic_warning="")
+    folder = data.source.removeprefix("imagefolder:") if data.source.startswith("imagefolder:") else None
+    tracking.log_loaded_data(data.sha256, data.source, folder, len(data.labels), [], synthetic_warning="")
     splits = split_indices(data.labels, valid_fraction=config.split.valid_fraction,
                            test_fraction=config.split.test_fraction,
                            seed=config.seed if config.split.seed is None else config.split.seed)
@@ -85,9 +85,8 @@ def fit_champion(ctx: StageContext, init: Backbone | None, classes: list[str], i
         mlflow.log_params({"weights": config.model.weights, "input_size": config.model.input_size})
         model = fine_tune(config, init, classes, images, labels, splits["train"], splits["valid"],
                           epochs=config.train.epochs, seed=config.seed)
-        trainable, total = trainable_parameters(model)
         metrics = argmax_metrics("test", labels[splits["test"]], softmax(predict_logits(model, images[splits["test"]])))
-        mlflow.log_metrics(metrics | {"total_parameters": total})
+        mlflow.log_metrics(metrics | {"total_parameters": trainable_parameters(model)[1]})
     return model, metrics
 
 
