@@ -70,6 +70,7 @@ def fine_tune(config: VisionConfig, init: Backbone | None, classes: list[str], i
         fit(model, head, settings=loop.model_copy(update={"epochs": warmup, "patience": warmup}), batches=batches,
             loss_of=loss_of, evaluate=evaluate, prefix="warmup_")
         freeze_backbone(model, False)
+    if init is not None:
         groups = discriminative_groups(model, settings.learning_rate, settings.layer_decay)
     else:
         groups = [{"params": list(model.parameters()), "lr": settings.learning_rate}]
