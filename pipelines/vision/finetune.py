@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from pipelines.common.metrics import argmax_metrics, softmax
-from pipelines.common.torch_train import fit, seeded_order
+from pipelines.common.torch_train import fit
 from pipelines.vision.config import VisionConfig
-from pipelines.vision.model import (Backbone, augment, backbone_from_state, discriminative_groups, freeze_backbone,
-                                    match_head, predict_logits, replace_head, resnet18)
+from pipelines.vision.model import (Backbone, augmented_batches, backbone_from_state, cross_entropy_loss,
+                                    discriminative_groups, freeze_backbone, match_head, predict_logits, replace_head,
+                                    resnet18)
 
 
 def new_model(init: Backbone | None, classes: list[str], seed: int) -> tuple[torch.nn.Module, bool]:
@@ -45,19 +46,9 @@ def fine_tune(config: VisionConfig, init: Backbone | None, classes: list[str], i
     settings = config.train
     model, matched = new_model(init, classes, seed)
     batch_size = min(settings.batch_size, len(train_rows))
-    generator = torch.Generator().manual_seed(seed)
-    y = torch.as_tensor(labels)
-
-    def batches(epoch: int):
-        order = torch.as_tensor(train_rows)[seeded_order(len(train_rows), seed, epoch)]
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            yield augment(images[rows], generator, degrees=settings.augment.degrees,
-                          translate=settings.augment.translate, scale=settings.augment.scale), y[rows]
-
-    def loss_of(m, batch):
-        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
-
+    batches = augmented_batches(images, torch.as_tensor(labels), train_rows, batch_size=batch_size, seed=seed,
+                                generator=torch.Generator().manual_seed(seed), settings=settings.augment)
+    loss_of = cross_entropy_loss
     evaluate = evaluation(images[valid_rows], labels[valid_rows])
     if matched and mlflow.active_run():
         mlflow.log_metric("zero_shot_valid_accuracy", evaluate(model)["valid_accuracy"])

@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from modelpkg.codecs.image import ImagePreprocessing, normalise
+
+if TYPE_CHECKING:
+    from pipelines.vision.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -149,6 +153,25 @@ def augment(batch: torch.Tensor, generator: torch.Generator, *, degrees: float, 
     background = batch.amin(dim=(0, 2, 3), keepdim=True)
     shifted = torch.nn.functional.grid_sample(batch - background, grid, align_corners=False, padding_mode="zeros")
     return shifted + background
+
+
+def augmented_batches(images: torch.Tensor, labels: torch.Tensor, rows: np.ndarray, *, batch_size: int, seed: int,
+                      generator: torch.Generator, settings: "AugmentConfig"):
+    """`batches(epoch)` for the training loop: the rows in a seeded order per epoch, augmented per batch."""
+    from pipelines.common.torch_train import seeded_order
+
+    def batches(epoch: int):
+        order = torch.as_tensor(rows)[seeded_order(len(rows), seed, epoch)]
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            yield augment(images[chosen], generator, degrees=settings.degrees, translate=settings.translate,
+                          scale=settings.scale), labels[chosen]
+    return batches
+
+
+def cross_entropy_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    images, labels = batch
+    return torch.nn.functional.cross_entropy(model(images), labels)
 
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:

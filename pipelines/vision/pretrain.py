@@ -21,9 +21,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipelines.common import tracking
-from pipelines.common.torch_train import fit, seeded_order
+from pipelines.common.torch_train import fit
 from pipelines.vision.config import VisionConfig
-from pipelines.vision.model import Backbone, augment, predict_logits, preprocessing, resnet18, to_tensor
+from pipelines.vision.model import (Backbone, augmented_batches, cross_entropy_loss, predict_logits, preprocessing,
+                                    resnet18, to_tensor)
 from pipelines.vision.source import render_source
 
 log = logging.getLogger(__name__)
@@ -81,18 +82,11 @@ def train_source(config: VisionConfig) -> tuple[Backbone, dict[str, float]]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = settings.epochs * -(-len(train) // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
-    generator = torch.Generator().manual_seed(config.seed)
-    augmentation = config.train.augment
-
-    def batches(epoch: int):
-        order = torch.as_tensor(train)[seeded_order(len(train), config.seed, epoch)]
-        for start in range(0, len(order), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
-            yield augment(images[rows], generator, degrees=augmentation.degrees, translate=augmentation.translate,
-                          scale=augmentation.scale), labels[rows]
+    batches = augmented_batches(images, labels, train, batch_size=settings.batch_size, seed=config.seed,
+                                generator=torch.Generator().manual_seed(config.seed), settings=config.train.augment)
 
     history = fit(model, optimizer, settings=settings, scheduler=scheduler, batches=batches, prefix="source_",
-                  loss_of=lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1]),
+                  loss_of=cross_entropy_loss,
                   evaluate=lambda m: {"valid_accuracy": accuracy(m, images[valid], labels[valid])})
     metrics = {"source_valid_accuracy": history.best_score, "source_train_seconds": history.seconds}
     if history.best_score < settings.min_accuracy:

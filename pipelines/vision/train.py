@@ -35,7 +35,6 @@ from pipelines.vision.model import (Backbone, checkpoint_state, imagenet_state, 
 from pipelines.vision.pretrain import source_weights
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "valid", "test")
 WEIGHTS_FILE, META_FILE = "resnet18.pt", "meta.json"
 
 
