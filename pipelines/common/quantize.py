@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,8 +83,10 @@ def quantize_static_int8(source: Path, target: Path, calibration: list[dict[str,
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_name(target.stem + "-prepared.onnx")
-    with quiet_quantizer():
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=not symbolic_shapes)
+    # onnxruntime's symbolic shape inference dumps `sym_shape_infer_temp.onnx` (+ a 90 MB weights file) into
+    # the working directory when it gives up: keep such debris beside the target, never in the repo.
+    with quiet_quantizer(), chdir(target.parent):
+        quant_pre_process(str(source.resolve()), str(prepared.resolve()), skip_symbolic_shape=not symbolic_shapes)
         quantize_static(str(prepared), str(target), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                         reduce_range=reduce_range, calibrate_method=CalibrationMethod.MinMax)
