@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -36,7 +37,7 @@ def run_seed(config_path: str, seed: int, workdir: Path) -> dict:
         "seed": seed,
         "shipped": summary["shipped_model"],
         "champion_test_roc_auc": summary["candidate_test_roc_auc"],
-        "gate_p_better": float(summary["gate"].split("P(better) = ")[1].split(" ")[0]),
+        "gate_p_better": float(re.search(r"P\(better\) = ([0-9.]*[0-9])", summary["gate"]).group(1)),
         "seconds": time.perf_counter() - started,
     }
 

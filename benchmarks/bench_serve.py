@@ -3,13 +3,26 @@ dynamic micro-batching off against on for the text and image models.
 
 One run, one machine, one load generator (wrk, POSTing the same body from benchmarks/wrk_post.lua).
 
-Churn (`churn@champion` in the MLflow store), batch 1 and batch 64, three servers:
+Churn (`churn@champion` in the MLflow store), batch 1 and batch 64, these servers (`--targets`):
 
   serving       python -m serving, everything on: validation, prediction log (group commit), metrics
+  serving-full  the same with the log's `synchronous: FULL` (a commit survives a power cut, not only a
+                crash of the process): its cost, side by side with `serving`
   serving-bare  the same server with the prediction log and metrics switched off
   mlflow        mlflow models serve --env-manager local, same registered model (its ONNX pyfunc cannot
                 take the [batch, 1] inputs, so the native scikit-learn model logged beside it in the
                 same run is served, as the issue asks)
+
+Without `churn@champion` in the store the mlflow row is skipped and the other servers serve the tests'
+churn model (tests/factories.py: a logistic regression on real Telco rows, like the pipeline's), loudly.
+
+Overload (`--overload-clients`, 256; 0: none): that many keep-alive clients, each POSTing one record
+again as soon as it has an answer (a 503's Retry-After ignored: the worst case), for `--overload-seconds`,
+against the server as configs/serving.yaml ships it; then the same with clients that wait as Retry-After
+says (both for every `--overload-limits` value of `server.max_requests_in_flight`, default the shipped
+one); then with the app's admission limit lifted (above the clients: only uvicorn's guard left).
+Printed: answers by status and the p50/p99 latency of the 200s. A Python asyncio client
+(tests/live_server.py `hammer`) on the same CPUs: wrk cannot split latencies by status.
 
 Goals (issue): at batch 1, serving >= 20x mlflow's requests/s; serving >= 80% of serving-bare's
 requests/s; serving's p99 <= 15 ms at concurrency 8.
@@ -27,8 +40,15 @@ batch size, cut into `--rounds` slices taken in turns with its rival, so that th
 shared machine hits both alike.
 
     python benchmarks/bench_serve.py [--duration 15] [--rounds 3] [--connections 8] [--threads 2]
-                                     [--batches 1,64] [--targets serving,serving-bare,mlflow]
-                                     [--batching-models text,vision] [--batching-clients 16] [--json PATH]
+                                     [--batches 1,64] [--targets serving,serving-full,serving-bare,mlflow]
+                                     [--batching-models text,vision] [--batching-clients 16]
+                                     [--overload-clients 256] [--overload-seconds 10]
+                                     [--overload-limits 16,32,64] [--json PATH]
+
+Only the log's durability cost and the overload rows, briefly (about a minute):
+
+    python benchmarks/bench_serve.py --targets serving,serving-full --batches 1 --duration 6 --rounds 2 \
+        --batching-models "" --overload-seconds 5
 """
 
 from __future__ import annotations
@@ -110,7 +130,17 @@ def write_bodies(directory: Path, rows: list[dict], batch: int) -> dict[str, Pat
     ours, theirs = directory / f"serving-{batch}.json", directory / f"mlflow-{batch}.json"
     ours.write_text(json.dumps(rows[:batch]))
     theirs.write_text(json.dumps({"dataframe_records": [{k: v for k, v in r.items() if k != "customerID"} for r in rows[:batch]]}))
-    return {"serving": ours, "serving-bare": ours, "mlflow": theirs}
+    return {"serving": ours, "serving-full": ours, "serving-bare": ours, "mlflow": theirs}
+
+
+def serving_config(workdir: Path, name: str, **sections: dict) -> Path:
+    """configs/serving.yaml with some keys changed (`prediction_log={"synchronous": "FULL"}`), as a file."""
+    from serving.config import load_serving_config, with_overrides
+
+    path = workdir / f"serving-{name}.yaml"
+    path.write_text(yaml.safe_dump(with_overrides(load_serving_config(environ={}), **sections).model_dump(mode="json"),
+                                   sort_keys=False))
+    return path
 
 
 def free_port() -> int:
@@ -186,16 +216,17 @@ def measure(args, wrk: str, urls: dict[str, str], bodies: dict[int, dict[str, Pa
     return results
 
 
-def bench_serving(args, wrk, bodies, workdir: Path, targets: list[str]) -> list[dict]:
-    """Both variants of our server up at once and measured in turns (see measure): the ratio between
-    them is the number that matters, and it must not depend on when each ran."""
-    flags = {"serving": [], "serving-bare": ["--no-prediction-log", "--no-metrics"]}
-    env = {**os.environ, "PREDICTION_LOG": str(workdir / "predictions.db"), "PYTHONPATH": str(REPO)}
+def bench_serving(args, wrk, bodies, workdir: Path, targets: list[str], source: list[str]) -> list[dict]:
+    """Every variant of our server up at once and measured in turns (see measure): the ratios between
+    them are the numbers that matter, and they must not depend on when each ran. Each has its own log."""
+    flags = {"serving": [], "serving-bare": ["--no-prediction-log", "--no-metrics"],
+             "serving-full": ["--config", str(serving_config(workdir, "full", prediction_log={"synchronous": "FULL"}))]}
     urls = {}
     with contextlib.ExitStack() as stack:
         for target in targets:
             port = free_port()
-            command = [sys.executable, "-m", "serving", "--port", str(port)] + flags[target]
+            env = {**os.environ, "PREDICTION_LOG": str(workdir / f"{target}.db"), "PYTHONPATH": str(REPO)}
+            command = [sys.executable, "-m", "serving", "--port", str(port), *source, *flags[target]]
             stack.enter_context(server(command, f"http://127.0.0.1:{port}/ready", env, workdir / f"{target}.log"))
             urls[target] = f"http://127.0.0.1:{port}/v1/{args.model}/predict"
         return measure(args, wrk, urls, bodies, args.batches)
@@ -254,6 +285,10 @@ def report(results: list[dict], timings: dict[str, float], served_by_mlflow: str
     print(f"\nmlflow served: {served_by_mlflow}")
     for batch in sorted({r["batch"] for r in results}):
         ours, bare, theirs = by.get(("serving", batch)), by.get(("serving-bare", batch)), by.get(("mlflow", batch))
+        full = by.get(("serving-full", batch))
+        if ours and full:
+            print(f"batch {batch}: synchronous FULL / NORMAL requests/s = {full['requests_per_s'] / ours['requests_per_s']:.0%} "
+                  f"(p99 {full['p99_ms']:.2f} vs {ours['p99_ms']:.2f} ms)")
         if ours and theirs:
             ratio = ours["requests_per_s"] / theirs["requests_per_s"]
             goal = f" (goal >= {GOAL_VS_MLFLOW:.0f}x: {'met' if ratio >= GOAL_VS_MLFLOW else 'MISSED'})" if batch == 1 else ""
@@ -293,14 +328,18 @@ def champion_bundle(config, name: str, alias: str, root: Path) -> str:
 
 def toy_bundle(name: str, root: Path, workdir: Path) -> str:
     """The tests' toy model of this kind, exported into a throwaway store, then bundled."""
+    return factory_bundle(TOY_OF[name], root, workdir)
+
+
+def factory_bundle(kind: str, root: Path, workdir: Path) -> str:
+    """A model of tests/factories.py, exported into a throwaway store, then bundled as <root>/<kind>/."""
     sys.path.insert(0, str(REPO))  # tests/ is not an installed package
     from tests import factories
 
-    toy = TOY_OF[name]
     with factories.environment(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'toy-store' / 'mlflow.db'}"):
-        released = factories.KINDS[toy].export()
-        factories.bundle(toy, released.version, root / toy)
-    return f"TOY {toy} (tests/factories.py)"
+        released = factories.KINDS[kind].export()
+        factories.bundle(kind, released.version, root / kind)
+    return f"TOY {kind} (tests/factories.py)"
 
 
 def batching_subject(args, name: str, workdir: Path) -> BatchingSubject:
@@ -395,6 +434,70 @@ def report_batching(results: list[dict]) -> None:
               f"(goal <= {GOAL_BATCHING_P99_MS:.0f} ms: {'met' if on['p99_ms'] <= GOAL_BATCHING_P99_MS else 'MISSED'}){toy}")
 
 
+# -------------------------------------------------------------------------------------------- overload
+def summarize_overload(label: str, answers: list, seconds: float) -> dict:
+    """Answers (tests/live_server.py's Answer) by status, and the latency of the 200s (what a client that
+    got through waited)."""
+
+    def percentile(values: list[float], share: float) -> float | None:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000 if ordered else None
+
+    ok = [a.seconds for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    return {"server": label, "answers": len(answers), "ok": len(ok), "refused": len(refused),
+            "other": sum(1 for a in answers if a.status not in (200, 503)),
+            "refused_with_retry_after": sum(1 for a in refused if a.retry_after), "ok_per_s": len(ok) / seconds,
+            "ok_p50_ms": percentile(ok, 0.5), "ok_p99_ms": percentile(ok, 0.99),
+            "refused_p99_ms": percentile([a.seconds for a in refused], 0.99)}
+
+
+def bench_overload(args, body: Path, workdir: Path, source: list[str]) -> list[dict]:
+    """The server as shipped, then with the app's admission limit lifted, each under `--overload-clients`
+    clients for `--overload-seconds` (after a short warm-up)."""
+    sys.path.insert(0, str(REPO))
+    from serving.config import load_serving_config
+    from tests.live_server import hammer
+
+    shipped = load_serving_config(environ={}).server
+    variants = {}  # label: (server keys changed, clients honour Retry-After)
+    for limit in args.overload_limits or [shipped.max_requests_in_flight]:
+        keys = {"max_requests_in_flight": limit}
+        variants[f"serving (max_requests_in_flight {limit})"] = (keys, False)
+        variants[f"serving (max_requests_in_flight {limit}), clients honour Retry-After"] = (keys, True)
+    variants["serving, no admission limit"] = ({"max_requests_in_flight": shipped.limit_concurrency - 1}, False)
+    results = []
+    for index, (label, (server_keys, polite)) in enumerate(variants.items()):
+        slug = f"overload-{index}"
+        config = serving_config(workdir, slug, server=server_keys)
+        env = {**os.environ, "PREDICTION_LOG": str(workdir / f"{slug}.db"), "PYTHONPATH": str(REPO)}
+        port = free_port()
+        command = [sys.executable, "-m", "serving", "--config", str(config), "--port", str(port), *source]
+        with server(command, f"http://127.0.0.1:{port}/ready", env, workdir / f"{slug}.log"):
+            path = f"/v1/{args.model}/predict"
+            hammer(port, path, body.read_bytes(), clients=args.overload_clients, seconds=WARMUP_SECONDS)
+            answers = hammer(port, path, body.read_bytes(), clients=args.overload_clients, seconds=args.overload_seconds,
+                             polite=polite)
+        results.append(summarize_overload(label, answers, args.overload_seconds) | {"clients": args.overload_clients})
+        r = results[-1]
+        print(f"  {label}: {r['ok']} x 200 ({r['ok_per_s']:.0f}/s), {r['refused']} x 503, {r['other']} other; "
+              f"200s p50 {r['ok_p50_ms'] or 0:.1f} ms, p99 {r['ok_p99_ms'] or 0:.1f} ms", flush=True)
+    return results
+
+
+def report_overload(results: list[dict]) -> None:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    print(f"\nOverload: {results[0]['clients']} keep-alive clients, one record a request, each asking again at once "
+          f"(unless it honours Retry-After); {os.cpu_count()} CPUs shared with the client")
+    print("\n| server | 200 | 503 (with Retry-After) | other | 200s/s | p50 ms of 200s | p99 ms of 200s | p99 ms of 503s |\n"
+          "|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['server']} | {r['ok']} | {r['refused']} ({r['refused_with_retry_after']}) | {r['other']} | "
+              f"{r['ok_per_s']:.0f} | {ms(r['ok_p50_ms'])} | {ms(r['ok_p99_ms'])} | {ms(r['refused_p99_ms'])} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="churn")
@@ -404,9 +507,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,64", type=lambda s: [int(b) for b in s.split(",")])
-    parser.add_argument("--targets", default="serving,serving-bare,mlflow", help="churn rows ('' for none)")
+    parser.add_argument("--targets", default="serving,serving-full,serving-bare,mlflow", help="churn rows ('' for none)")
     parser.add_argument("--batching-models", default="text,vision", help="micro-batching rows ('' for none)")
     parser.add_argument("--batching-clients", type=int, default=16, help="concurrent clients of the batching rows")
+    parser.add_argument("--overload-clients", type=int, default=256, help="clients of the overload rows (0: none)")
+    parser.add_argument("--overload-seconds", type=float, default=10.0, help="seconds of overload per server")
+    parser.add_argument("--overload-limits", type=lambda s: [int(n) for n in s.split(",")], default=None,
+                        help="max_requests_in_flight values to compare (default: configs/serving.yaml's)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -414,23 +521,30 @@ def main() -> None:
     wrk = ensure_wrk()
     targets = [target for target in args.targets.split(",") if target]
     batching_models = [name for name in args.batching_models.split(",") if name]
-    found = registered(args.model, args.alias) if targets else None
-    if targets and found is None:
-        print(f"!!! no {args.model}@{args.alias} in the MLflow store {store_uri()}: its rows are skipped (run `make churn`)")
-        targets = []
-    results, batching_results, timings, served_by_mlflow = [], [], {}, "-"
+    found = registered(args.model, args.alias) if targets or args.overload_clients else None
+    results, batching_results, overload_results, timings, served_by_mlflow = [], [], [], {}, "-"
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         workdir = Path(tmp)
+        source: list[str] = []  # registry mode: the server resolves churn@champion itself
+        if found is None and (targets or args.overload_clients):
+            if args.model != "churn":
+                sys.exit(f"no {args.model}@{args.alias} in the MLflow store {store_uri()}")
+            origin = factory_bundle("churn", workdir / "bundles", workdir)
+            source = ["--bundles", str(workdir / "bundles")]
+            targets = [target for target in targets if target != "mlflow"]
+            print(f"!!! no {args.model}@{args.alias} in the MLflow store {store_uri()}: the mlflow row is skipped and "
+                  f"the servers serve {origin} (a logistic regression on Telco rows, like `make churn`'s)", flush=True)
+        rows = customer_rows(max(args.batches)) if targets or args.overload_clients else []
+        bodies = {batch: write_bodies(workdir, rows, batch) for batch in args.batches}
         if targets:
-            version, run_id = found
-            rows = customer_rows(max(args.batches))
-            print(f"{args.model}@{args.alias} = version {version} (run {run_id}); wrk -t{args.threads} -c{args.connections}, "
-                  f"{args.duration:g} s per server and batch in {args.rounds} turns; {os.cpu_count()} CPUs", flush=True)
-            bodies = {batch: write_bodies(workdir, rows, batch) for batch in args.batches}
-            ours = [target for target in ("serving", "serving-bare") if target in targets]
+            print(f"{args.model}: {'version %s (run %s)' % found if found else 'TOY'}; wrk -t{args.threads} "
+                  f"-c{args.connections}, {args.duration:g} s per server and batch in {args.rounds} turns; "
+                  f"{os.cpu_count()} CPUs", flush=True)
+            ours = [target for target in ("serving", "serving-full", "serving-bare") if target in targets]
             if ours:
-                results += bench_serving(args, wrk, bodies, workdir, ours)
+                results += bench_serving(args, wrk, bodies, workdir, ours, source)
             if "mlflow" in targets:
+                version, run_id = found
                 mlflow_results, served_by_mlflow = bench_mlflow(args, wrk, bodies, workdir, run_id)
                 results += mlflow_results
         for name in batching_models:
@@ -438,14 +552,19 @@ def main() -> None:
             print(f"{name}: {subject.origin}; wrk -t{args.threads} -c{args.batching_clients}, batch 1, batching off vs on",
                   flush=True)
             batching_results += bench_batching(args, wrk, subject, workdir)
+        if args.overload_clients:
+            print(f"overload: {args.overload_clients} clients, {args.overload_seconds:g} s per server", flush=True)
+            overload_results = bench_overload(args, write_bodies(workdir, rows, 1)["serving"], workdir, source)
     if targets:
-        timings = in_process(args, rows, run_id)
+        timings = in_process(args, rows, found[1]) if found else {}
         report(results, timings, served_by_mlflow)
     if batching_results:
         report_batching(batching_results)
+    if overload_results:
+        report_overload(overload_results)
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "in_process": timings, "mlflow_served": served_by_mlflow,
-                                               "batching": batching_results}, indent=2))
+                                               "batching": batching_results, "overload": overload_results}, indent=2))
 
 
 if __name__ == "__main__":

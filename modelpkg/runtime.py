@@ -17,6 +17,8 @@ import onnxruntime as ort
 
 from modelpkg.codecs import DEFAULT_MAX_BATCH, Codec, codec_for
 from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, ModelContract, class_probability_column
+
+EMBEDDING = "embedding"  # the answer key that carries a row's embedding to the prediction log
 from modelpkg.package import PackageFiles
 
 ORT_LOG_ERRORS_ONLY = 3  # onnxruntime severity: 0 verbose ... 3 error, 4 fatal
@@ -83,24 +85,36 @@ def decide(probabilities: np.ndarray, contract: ModelContract) -> tuple[np.ndarr
     return chosen, probabilities[np.arange(len(chosen)), chosen]
 
 
-def answers(probabilities: np.ndarray, contract: ModelContract, *, top_k: int = 0) -> list[dict]:
+def answers(probabilities: np.ndarray, contract: ModelContract, *, top_k: int = 0,
+            embeddings: np.ndarray | None = None) -> list[dict]:
     """One answer per row, as the API returns and the prediction log keeps it. The same rule as `decide`,
     on plain floats: this runs on every request, and for a few rows NumPy's indexing costs more than it saves.
     Multi-class answers also list the `top_k` most likely classes when top_k > 0 (binary answers never:
-    their one probability says it all)."""
+    their one probability says it all). With `embeddings`, each answer carries its row under `embedding`:
+    the log keeps it for monitoring, the client never sees it (`public_answer`)."""
     labels = contract.labels
     if len(labels) == 2:
         positive = contract.positive_index
         threshold = binary_threshold(contract)
         yes, no = labels[positive], labels[1 - positive]
-        return [{"label": yes if p >= threshold else no, "probability": p} for p in probabilities[:, positive].tolist()]
-    chosen, reported = decide(probabilities, contract)
-    found = [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
-             for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
-    if top_k > 0:
-        for answer in found:
-            answer["top_k"] = most_likely(answer["probabilities"], top_k)
+        found = [{"label": yes if p >= threshold else no, "probability": p}
+                 for p in probabilities[:, positive].tolist()]
+    else:
+        chosen, reported = decide(probabilities, contract)
+        found = [{"label": labels[i], "probability": p, "probabilities": dict(zip(labels, row))}
+                 for i, p, row in zip(chosen.tolist(), reported.tolist(), probabilities.tolist())]
+        if top_k > 0:
+            for answer in found:
+                answer["top_k"] = most_likely(answer["probabilities"], top_k)
+    if embeddings is not None:
+        for answer, row in zip(found, embeddings.tolist()):
+            answer[EMBEDDING] = row
     return found
+
+
+def public_answer(answer: Mapping[str, Any]) -> dict:
+    """What a client is answered: the logged answer less what only monitoring reads (the embedding)."""
+    return {key: value for key, value in answer.items() if key != EMBEDDING}
 
 
 def most_likely(probabilities: Mapping[str, float], k: int) -> list[dict]:
@@ -110,14 +124,20 @@ def most_likely(probabilities: Mapping[str, float], k: int) -> list[dict]:
     return [{"label": label, "probability": p} for label, p in ranked[:k]]
 
 
-def prediction_columns(probabilities: np.ndarray, contract: ModelContract) -> dict[str, Any]:
-    """The reference's prediction columns (monitoring's frame), from probabilities."""
+def prediction_columns(probabilities: np.ndarray, contract: ModelContract,
+                       embeddings: np.ndarray | None = None) -> dict[str, Any]:
+    """The reference's prediction columns (monitoring's frame), from probabilities (and the embedding
+    output, which a contract with one requires)."""
     chosen, reported = decide(probabilities, contract)
     columns: dict[str, Any] = {PROBABILITY: np.asarray(reported, np.float64),
                                PREDICTED_LABEL: np.asarray(contract.labels, dtype=object)[chosen]}
     if len(contract.labels) > 2:
         columns |= {class_probability_column(label): np.asarray(probabilities[:, i], np.float64)
                     for i, label in enumerate(contract.labels)}
+    if contract.embedding_size:
+        if embeddings is None:
+            raise ValueError(f"{contract.name}: its contract has an embedding output, and no embeddings were given")
+        columns |= {name: np.asarray(embeddings[:, i], np.float64) for i, name in enumerate(contract.embedding_columns)}
     return columns
 
 
@@ -126,6 +146,8 @@ def answer_columns(answer: Mapping[str, Any], contract: ModelContract) -> dict[s
     row = {PROBABILITY: float(answer["probability"]), PREDICTED_LABEL: str(answer["label"])}
     if len(contract.labels) > 2:
         row |= {class_probability_column(label): float(answer["probabilities"][label]) for label in contract.labels}
+    if contract.embedding_size:
+        row |= dict(zip(contract.embedding_columns, map(float, answer[EMBEDDING])))
     return row
 
 
@@ -144,8 +166,28 @@ class Predictor:
         """Decoded records (what codec.parse / codec.validate return) -> [rows, classes] probabilities."""
         return self.session.run([self.contract.probability_output], self.codec.feeds(records))[0]
 
+    def scores(self, records: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, for a graph with an embedding output, the embeddings: one graph call."""
+        if self.contract.embedding_output is None:
+            return self.probabilities(records), None
+        probabilities, embeddings = self.session.run(
+            [self.contract.probability_output, self.contract.embedding_output], self.codec.feeds(records))
+        return probabilities, embeddings
+
     def score_rows(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> np.ndarray:
         """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request
         takes: request record -> validation -> feeds -> graph."""
         parts = [self.probabilities(records) for records in self.codec.validated_chunks(rows, chunk)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.contract.labels)), dtype=np.float32)
+        return np.concatenate(parts) if parts else self.empty_probabilities()
+
+    def score_rows_with_embeddings(self, rows: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The same path, with the embedding output too (monitoring's reference and windows)."""
+        parts = [self.scores(records) for records in self.codec.validated_chunks(rows)]
+        if not parts:
+            return self.empty_probabilities(), (np.zeros((0, self.contract.embedding_size), np.float32)
+                                                if self.contract.embedding_output else None)
+        probabilities = np.concatenate([p for p, _ in parts])
+        return probabilities, (np.concatenate([e for _, e in parts]) if self.contract.embedding_output else None)
+
+    def empty_probabilities(self) -> np.ndarray:
+        return np.zeros((0, len(self.contract.labels)), dtype=np.float32)

@@ -1,7 +1,8 @@
 """Command line: `python -m monitoring run|simulate|index --model churn ...` (see --help of each).
 
 Exit codes of `run`: 0 = no threshold crossed, 1 = an alert (drift or quality), 2 = could not monitor
-(no model, no predictions, bad config). `make monitor` therefore fails loudly when drift is found.
+(no model, no predictions, bad config), for cron and CI; `make monitor` prints an alert as an alert and
+fails only on 2.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from monitoring.config import DEFAULT_CONFIG, MonitoringConfig, load_monitoring_
 from monitoring.monitor import WindowOutcome, run_monitoring
 from monitoring.report import build_index
 from monitoring.window import WindowSpec, parse_time
+from pipelines.common import tracking
 from pipelines.common.config import ConfigError
+from pipelines.common.registry import AliasMoved
+from serving.auth import admin_key, feedback_key
 from serving.config import ServingConfig, load_serving_config
 
 log = logging.getLogger("monitoring")
 ERROR_EXIT_CODE = 2
-NOISY_LOGGERS = ("alembic", "mlflow", "urllib3", "httpx", "matplotlib", "evidently")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,15 +75,25 @@ def print_outcomes(outcomes: list[WindowOutcome]) -> None:
         print(f"    {'ALERT: ' + '; '.join(outcome.alert.reasons) if outcome.alert.triggered else 'ok'}")
 
 
-def reload_server(serving: ServingConfig, config: MonitoringConfig, model: str) -> None:
-    """After a promotion, ask the server to pick up the new champion; a failure is a warning, not an error."""
-    key = os.environ.get(serving.admin.api_key_env)
+def reload_server(serving: ServingConfig, config: MonitoringConfig, model: str, version: str) -> bool:
+    """After a promotion, ask the server to pick up the new champion and confirm that it serves `version`;
+    a failure is a warning, not an error (the promotion stands). Returns whether it was confirmed."""
     try:
+        key = admin_key(serving, os.environ)  # its variable, else the file the server wrote on this machine
         with ServingClient(server_url(serving), timeout=config.request_timeout_seconds, api_key=key) as client:
-            client.reload(model)
-        print(f"server at {server_url(serving)} reloaded")
-    except ServingError as error:
+            answer = client.reload(model).get("reloaded", {}).get(model, {})
+    except (ServingError, ConfigError) as error:
         print(f"warning: the server still serves the old champion until reloaded: {error}", file=sys.stderr)
+        return False
+    served, source = str(answer.get("version")), answer.get("source", "?")
+    if served == str(version):
+        print(f"server at {server_url(serving)} reloaded: {model} v{served} ({source})")
+        return True
+    hint = ("it serves bundles, which a registry promotion does not change: export the new champion "
+            "(`make bundle`) and reload" if answer.get("from") == "bundles" else "reload it again, or check its registry")
+    print(f"warning: after the reload the server at {server_url(serving)} serves {model} v{served} ({source}), "
+          f"not the new champion v{version}: {hint}", file=sys.stderr)
+    return False
 
 
 def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: ServingConfig) -> int:
@@ -105,14 +118,20 @@ def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: Ser
         print(f"retrain: challenger v{outcome.challenger_version} vs champion v{outcome.champion_version}: "
               f"{verdict}: {outcome.reason} (MLflow run {outcome.run_id})")
         if outcome.promoted:
-            reload_server(serving, config, args.model)
+            reload_server(serving, config, args.model, outcome.challenger_version)
     return ALERT_EXIT_CODE if alerts else 0
+
+
+def client_keys(serving: ServingConfig) -> dict[str, str | None]:
+    """What the simulator sends: the feedback key (its variable, else the file the server wrote on this
+    machine) and the read key when the server has one (for GET /v1/models)."""
+    read = serving.read.api_key_env
+    return {"feedback_key": feedback_key(serving, os.environ), "read_key": os.environ.get(read) if read else None}
 
 
 def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving: ServingConfig) -> int:
     from monitoring.reference import load_holdout, load_watched_model
     from monitoring.simulate import format_windows, simulate, write_manifest
-    from pipelines.common import tracking
 
     if args.rows:
         config = config.model_copy(update={"simulate": config.simulate.model_copy(update={"window_rows": args.rows})})
@@ -122,7 +141,7 @@ def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving
     model = load_watched_model(args.model, alias=model_cfg.alias)
     pool = load_holdout(model, model_cfg.holdout_artifact)
     url = args.url or server_url(serving)
-    with ServingClient(url, timeout=config.request_timeout_seconds) as client:
+    with ServingClient(url, timeout=config.request_timeout_seconds, **client_keys(serving)) as client:
         client.wait_ready(config.request_timeout_seconds)
         windows = simulate(config, args.model, client, pool, plan, codec=model.codec,
                            flush_labels=args.flush_labels)
@@ -148,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    tracking.quiet_libraries()
     try:
         config = load_monitoring_config(args.config)
         config.model(args.model)
         serving = load_serving_config(config.serving_config)
         return COMMANDS[args.command](args, config, serving)
-    except (ConfigError, LookupError, ValueError, FileNotFoundError, ServingError) as error:
+    except (ConfigError, LookupError, ValueError, FileNotFoundError, ServingError, AliasMoved) as error:
         print(f"error: {error}", file=sys.stderr)
         return ERROR_EXIT_CODE
 

@@ -1,7 +1,8 @@
 """A small HTTP client for the serving API: what the simulator and the retraining loop call.
 
-Only the public endpoints: POST /v1/<model>/predict, POST /v1/<model>/feedback, POST /admin/reload
-(header X-API-Key), GET /ready. The simulator never writes into the prediction log itself: traffic goes
+Only the public endpoints: POST /v1/<model>/predict, POST /v1/<model>/feedback (header X-API-Key: the
+feedback key), POST /admin/reload (X-API-Key: the admin key), GET /v1/models (the read key, when the server
+has one), GET /ready. The simulator never writes into the prediction log itself: traffic goes
 through the real server, exactly as production traffic would.
 """
 
@@ -18,10 +19,17 @@ class ServingError(RuntimeError):
     """The server answered with an error, or could not be reached."""
 
 
+def key_header(key: str | None) -> dict[str, str]:
+    return {"X-API-Key": key} if key else {}
+
+
 class ServingClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0, api_key: str | None = None):
+    def __init__(self, base_url: str, *, timeout: float = 30.0, api_key: str | None = None,
+                 feedback_key: str | None = None, read_key: str | None = None):
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+        self.api_key = api_key  # admin: reload
+        self.feedback_key = feedback_key
+        self.read_key = read_key
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
 
     def __enter__(self) -> "ServingClient":
@@ -42,7 +50,7 @@ class ServingClient:
     def max_batch(self, model: str) -> int | None:
         """The records per request the server takes for `model` (its own limit), from GET /v1/models."""
         try:
-            listed = self.http.get("/v1/models").json()["models"]
+            listed = self.http.get("/v1/models", headers=key_header(self.read_key)).json()["models"]
         except (httpx.HTTPError, ValueError, KeyError):
             return None
         found = next((m for m in listed if m.get("name") == model), {})
@@ -70,11 +78,12 @@ class ServingClient:
     def feedback(self, model: str, labels: dict[str, str]) -> int:
         """Ground truth for earlier predictions: {prediction id: label}; returns how many were accepted."""
         items = [{"id": prediction_id, "label": label} for prediction_id, label in labels.items()]
-        return int(self._post(f"/v1/{model}/feedback", {"items": items})["accepted"])
+        return int(self._post(f"/v1/{model}/feedback", {"items": items}, headers=key_header(self.feedback_key))["accepted"])
 
     def reload(self, model: str | None = None) -> dict:
         """Ask the server to resolve the alias of `model` (every model when None) again, after a promotion."""
         if not self.api_key:
-            raise ServingError("no admin API key: set the variable named by admin.api_key_env in configs/serving.yaml")
+            raise ServingError("no admin API key: set the variable named by admin.api_key_env in configs/serving.yaml, "
+                               "or start the server on this machine (`make serve`) so it writes admin.key_file")
         path = "/admin/reload" + (f"?model={model}" if model else "")
         return self._post(path, {}, headers={"X-API-Key": self.api_key})

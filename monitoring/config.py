@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from modelpkg.contract import HOLDOUT_ARTIFACT
 from monitoring.scenarios import scenarios_for
-from pipelines.common.config import Config, DecisionConfig, load_config
+from pipelines.common.config import Config, OutcomeCosts, PromotionConfig, load_config
 
 DEFAULT_CONFIG = "configs/monitoring.yaml"
 
@@ -22,6 +22,7 @@ DEFAULT_CONFIG = "configs/monitoring.yaml"
 class WindowConfig(Config):
     rows: int = Field(500, ge=10)  # default window: the last N predictions (power: see docs/monitoring.md)
     min_rows: int = Field(100, ge=10)  # fewer rows than this is an error: too little to test anything
+    max_rows: int = Field(100_000, ge=10)  # a --start/--end window holding more is an error: memory is bounded
 
 
 # Evidently's p-value tests. Distance measures (wasserstein, jensenshannon, psi) are left out on purpose:
@@ -47,14 +48,14 @@ class QualityConfig(Config):
     min_labelled_rows: int = Field(200, ge=10)  # fewer labelled rows: quality is not judged
 
 
-class RetrainConfig(DecisionConfig):
-    """Which recent rows retraining uses, and the repo's one promotion rule (metric: roc_auc, log_loss or
-    macro_f1; bootstrap_samples; confidence), judged by pipelines.common.bootstrap.decide."""
+class RetrainConfig(PromotionConfig):
+    """Which recent rows retraining uses, and the repo's one promotion rule with every guard
+    (pipelines.common.promotion: judge rows, gain margin, test split, cost, cooldown)."""
 
-    recent_rows: int = Field(2000, ge=20)  # newest labelled predictions to learn from and judge on
+    recent_rows: int = Field(2000, ge=20)  # newest labelled predictions to learn from and judge on (SQL LIMIT)
     eval_fraction: float = Field(0.5, gt=0, lt=1)  # newest share kept out of training, to compare on
-    min_judge_rows: int = Field(200, ge=20)  # fewer labelled rows to compare on: no retraining
-    confidence: float = Field(0.9, gt=0.5, lt=1)  # promote when P(challenger better) >= this
+    confidence: float = Field(0.8, gt=0.5, lt=1)  # the gain's lower bound holds with this probability ...
+    min_gain: float = Field(0.003, ge=0)  # ... and must exceed this (docs/monitoring.md: make bench-promotion)
 
 
 class SimulateConfig(Config):
@@ -73,6 +74,7 @@ class ModelMonitoring(Config):
     train_config: str  # training config used when retraining, e.g. configs/churn.yaml
     train_label_column: str  # label column name the training pipeline expects in extra data
     holdout_artifact: str = HOLDOUT_ARTIFACT  # in the contract's run: the simulator's source rows
+    costs: OutcomeCosts | None = None  # binary models: promotion must not raise the cost per decision
     scenarios: dict[str, dict[str, float | int | str]] = Field(default_factory=dict)
     plan: list[str] | None = None  # this model's simulated windows (default: simulate.plan)
 

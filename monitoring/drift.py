@@ -145,10 +145,9 @@ def class_probability_columns(model: WatchedModel) -> list[str]:
 
 
 def data_definition(model: WatchedModel) -> DataDefinition:
-    """Column types from the codec's descriptors (numeric or categorical), never guessed from values."""
-    codec = model.codec
-    return DataDefinition(numerical_columns=[*codec.numeric_descriptors, PROBABILITY],
-                          categorical_columns=codec.categorical_descriptors)
+    """Column types from the model's descriptors (numeric or categorical), never guessed from values."""
+    return DataDefinition(numerical_columns=[*(d.name for d in model.descriptors if d.numeric), PROBABILITY],
+                          categorical_columns=[d.name for d in model.descriptors if not d.numeric])
 
 
 def as_dataset(frame: pd.DataFrame, columns: list[str], definition: DataDefinition) -> Dataset:
@@ -157,7 +156,7 @@ def as_dataset(frame: pd.DataFrame, columns: list[str], definition: DataDefiniti
 
 def drift_report(reference: pd.DataFrame, current: pd.DataFrame, model: WatchedModel, config: DriftConfig) -> Snapshot:
     alpha = alpha_per_test(model, config)
-    columns = model.codec.descriptor_names
+    columns = model.descriptor_names
     metrics: list = [DataDriftPreset(
         columns=columns, num_method=config.num_method, cat_method=config.cat_method, threshold=alpha,
         # Evidently's headline "dataset drift" then agrees with our rule instead of its 50 % default.

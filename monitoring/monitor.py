@@ -17,18 +17,20 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from modelpkg.contract import LABEL
 from monitoring.alerts import Alert, evaluate_alert
 from monitoring.config import MonitoringConfig
 from monitoring.drift import DriftResult, DriftSummary, run_drift
 from monitoring.reference import WatchedModel, load_reference, load_watched_model
 from monitoring.report import SUMMARY_FILE
-from monitoring.simulate import read_manifest
+from monitoring.simulate import read_manifest, scenario_during
 from monitoring.window import TS, WindowSpec, iso, read_window, served_by, window_id
 from pipelines.common import tracking
 
 log = logging.getLogger(__name__)
 DRIFT_HTML = "drift.html"
 QUALITY_HTML = "quality.html"
+DATASET_CONTEXT = "monitoring"  # how a window's rows are tagged among the run's MLflow dataset inputs
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Window:
     frame: pd.DataFrame
     spec: WindowSpec
     scenario: str | None = None
+    source: str = ""  # the prediction log it was read from
 
 
 @dataclass(frozen=True)
@@ -59,9 +62,10 @@ def windows_to_monitor(config: MonitoringConfig, model: WatchedModel, db_path: P
                  for w in read_manifest(config.reports_for(model.name))]
     windows = []
     for window_spec, scenario in specs:
-        frame = read_window(db_path, model, window_spec)
-        windows.append(Window(served_by(frame, model.version, config.window.min_rows, model.name, window_spec),
-                              window_spec, scenario))
+        frame = served_by(read_window(db_path, model, window_spec, config.window.max_rows), model.version,
+                          config.window.min_rows, model.name, window_spec)
+        scenario = scenario or scenario_during(config.reports_for(model.name), frame[TS].iloc[0], frame[TS].iloc[-1])
+        windows.append(Window(frame, window_spec, scenario, str(Path(db_path).resolve())))
     return windows
 
 
@@ -111,6 +115,8 @@ def monitor_window(config: MonitoringConfig, model: WatchedModel, reference: pd.
     with mlflow.start_run(run_name=f"window {name}", tags=tags) as run:
         mlflow.log_params(run_params(config, model, window, result.summary))
         mlflow.log_metrics(result.summary.as_metrics() | {"window_alert": float(alert.triggered)})
+        tracking.log_dataset(tracking.pandas_dataset(window.frame, name=f"{model.name}-window-{name}",
+                                                     source=window.source, targets=LABEL), DATASET_CONTEXT)
         document = summary_document(model, window, result, alert, run.info.run_id)
         (directory / SUMMARY_FILE).write_text(json.dumps(document, indent=2, default=str) + "\n")
         mlflow.log_artifacts(str(directory), "monitoring")

@@ -36,7 +36,20 @@ def prediction_column_names(contract: ModelContract) -> list[str]:
     """The prediction columns of the reference and of every window (`probability`, `predicted_label`,
     and one `probability__<label>` per class for multi-class models): whatever
     `modelpkg.runtime.prediction_columns` writes, read off it so the names live in one place."""
-    return list(prediction_columns(np.zeros((0, len(contract.labels)), np.float32), contract))
+    return list(prediction_columns(np.zeros((0, len(contract.labels)), np.float32), contract,
+                                   np.zeros((0, contract.embedding_size), np.float32)))
+
+
+@dataclass(frozen=True)
+class Served:
+    """Stored rows as serving would log them: the codec's log entries and the graph's outputs."""
+
+    entries: list[dict]
+    probabilities: np.ndarray | None = None
+    embeddings: np.ndarray | None = None  # only for a graph with an embedding output
+
+    def prediction_columns(self, contract: ModelContract) -> dict[str, Any]:
+        return prediction_columns(self.probabilities, contract, self.embeddings)
 
 
 @dataclass(frozen=True)
@@ -55,25 +68,33 @@ class WatchedModel(RegisteredPackage):
 
     @property
     def descriptors(self) -> list[Descriptor]:
-        """The columns the drift tests read, numeric or categorical, as the codec says."""
-        return self.codec.descriptors
+        """The columns the drift tests read: what the codec describes of the inputs (numeric or categorical,
+        as it says), then the embedding output's components (numeric) for a model that has one."""
+        return self.codec.descriptors + [Descriptor(name, numeric=True) for name in self.contract.embedding_columns]
+
+    @property
+    def descriptor_names(self) -> list[str]:
+        return [descriptor.name for descriptor in self.descriptors]
 
     @property
     def prediction_columns(self) -> list[str]:
         return prediction_column_names(self.contract)
 
-    def serve(self, rows: list[Mapping[str, Any]], *, score: bool = True) -> tuple[list[dict], np.ndarray | None]:
+    def serve(self, rows: list[Mapping[str, Any]], *, score: bool = True) -> "Served":
         """Stored rows -> what serving would log for them: the log entries and (when `score`) the
-        [rows, classes] probabilities, through request records, codec validation and the graph."""
+        [rows, classes] probabilities and embeddings, through request records, codec validation and the graph."""
         entries, parts = [], []
         for records in self.codec.validated_chunks(rows):
             entries += [self.codec.log_entry(record) for record in records]
             if score:
-                parts.append(self.predictor.probabilities(records))
+                parts.append(self.predictor.scores(records))
         if not score:
-            return entries, None
-        empty = np.zeros((0, len(self.contract.labels)), np.float32)
-        return entries, np.concatenate(parts) if parts else empty
+            return Served(entries)
+        if not parts:
+            return Served(entries, np.zeros((0, len(self.contract.labels)), np.float32),
+                          np.zeros((0, self.contract.embedding_size), np.float32))
+        embeddings = np.concatenate([e for _, e in parts]) if self.contract.embedding_output else None
+        return Served(entries, np.concatenate([p for p, _ in parts]), embeddings)
 
     def describe(self, entries: list[Mapping[str, Any]]) -> pd.DataFrame:
         """Log entries -> the descriptor columns, typed by the codec (never guessed from values)."""
@@ -84,8 +105,8 @@ class WatchedModel(RegisteredPackage):
         """Stored rows -> the frame a window of their predictions would give: descriptors, this version's
         prediction columns, and the `label` where the rows carry one (the benchmark and tests judge
         simulated windows with it)."""
-        entries, probabilities = self.serve(stored_rows(rows, self, "rows"))
-        frame = self.describe(entries).assign(**prediction_columns(probabilities, self.contract))
+        served = self.serve(stored_rows(rows, self, "rows"))
+        frame = self.describe(served.entries).assign(**served.prediction_columns(self.contract))
         if LABEL in rows.columns:
             frame[LABEL] = rows[LABEL].astype(str).to_numpy()
         return frame
@@ -133,7 +154,7 @@ def load_reference(model: WatchedModel) -> pd.DataFrame:
     what = f"reference {artifact}"
     raw = download_frame(model.contract.run_id, artifact)
     require_columns(raw, [LABEL, *model.prediction_columns], f"{what} of {model.name} v{model.version}")
-    entries, _ = model.serve(stored_rows(raw, model, what), score=False)
+    entries = model.serve(stored_rows(raw, model, what), score=False).entries
     predictions = raw[[*model.prediction_columns, LABEL]].reset_index(drop=True)
     return pd.concat([model.describe(entries), predictions.assign(**{LABEL: predictions[LABEL].astype(str)})],
                      axis=1)

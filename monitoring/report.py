@@ -13,6 +13,7 @@ from pathlib import Path
 
 from monitoring.config import QualityConfig
 from monitoring.drift import minus_log10
+from monitoring.simulate import scenario_during
 from pipelines.common.plots import plt  # headless (Agg) matplotlib
 
 INDEX_FILE = "index.html"
@@ -24,6 +25,13 @@ def read_summaries(directory: Path) -> list[dict]:
     """Every window's summary, oldest window first."""
     summaries = [json.loads(path.read_text()) for path in directory.glob(f"*/{SUMMARY_FILE}")]
     return sorted(summaries, key=lambda s: (s["window"]["start_ts"], s["window_id"]))
+
+
+def named_by_scenario(summaries: list[dict], directory: Path) -> list[dict]:
+    """A summary without a scenario (one written before windows were named from the manifest) takes it
+    from the simulation manifest by time, so no simulated window shows as a bare timestamp."""
+    return [summary if summary.get("scenario") else summary | {"scenario": scenario_during(
+        directory, summary["window"]["start_ts"], summary["window"]["end_ts"])} for summary in summaries]
 
 
 def strongest_feature_p(summary: dict) -> float:
@@ -115,7 +123,7 @@ Bonferroni split of the window's false-alarm budget); see docs/monitoring.md.</p
 
 def build_index(directory: Path, model: str, quality: QualityConfig = QualityConfig()) -> Path | None:
     """Write index.html and the plot for every window found under `directory`; None when there is none."""
-    summaries = read_summaries(directory)
+    summaries = named_by_scenario(read_summaries(directory), directory)
     if not summaries:
         return None
     metric = quality.metric

@@ -8,16 +8,17 @@
    saying so, before anything is trained.
 2. Train and register a challenger (`run_project(..., alias="challenger")`: one line, replaceable).
 3. Score the judging rows with the champion and the challenger packages (each through its own codec,
-   as the server would) and let the repo's one promotion rule decide
-   (`pipelines.common.bootstrap.decide`: a paired bootstrap on class indices, binary or multi-class).
-   Promote (move the `champion` alias) only when P(challenger better) >= confidence.
-4. Log the decision and its evidence to MLflow, promoted or not.
+   as the server would) and let the repo's one promotion rule decide (`pipelines.common.promotion`:
+   enough judge rows, the lower end of the gain's paired-bootstrap interval above a margin, no regression
+   on the curated test split nor on cost at the served threshold, a cooldown since the last promotion).
+4. Log the decision and its evidence to MLflow first, promoted or not; then, only if promoted, move the
+   `champion` alias by compare-and-set: if another promotion moved it since step 1, abort (AliasMoved).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,13 +27,16 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from modelpkg.contract import LABEL
+from modelpkg.runtime import class_indices, decide as served_decisions
 from monitoring.config import MonitoringConfig, RetrainConfig
-from modelpkg.runtime import class_indices
 from monitoring.reference import WatchedModel, load_watched_model
-from monitoring.window import TS, WindowSpec, read_records
-from pipelines.common import tracking
-from pipelines.common.bootstrap import Decision, decide
+from monitoring.window import TS
+from pipelines.common import registry, tracking
+from pipelines.common.bootstrap import Decision
+from pipelines.common.config import OutcomeCosts
+from pipelines.common.promotion import Evidence, Side, Verdict, check_rows, decide_promotion
 from pipelines.common.registry import CHALLENGER, CHAMPION
+from serving.predlog import read_predictions
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +49,12 @@ class CannotRetrain(ValueError):
 
 
 def recent_labelled_records(db_path: Path, model: str, rows: int) -> list[dict]:
-    """The newest logged predictions whose ground truth has arrived, oldest first (all served versions:
-    inputs and labels do not depend on which version answered)."""
-    records = [record for record in read_records(db_path, model, WindowSpec()) if record["label"] is not None]
+    """The newest `rows` logged predictions whose ground truth has arrived, oldest first, selected in SQL
+    (all served versions: inputs and labels do not depend on which version answered)."""
+    records = read_predictions(db_path, model, labelled=True, last_n=rows)
     if not records:
         raise LookupError(f"no labelled predictions of '{model}' in {db_path}: post feedback labels first")
-    return records[-rows:]
+    return records
 
 
 def training_frame(records: list[dict], model: WatchedModel) -> pd.DataFrame:
@@ -91,16 +95,26 @@ def as_training_rows(frame: pd.DataFrame, label_column: str) -> pd.DataFrame:
     return rows
 
 
+def side(model: WatchedModel, stored: list[dict]) -> Side:
+    """One package's evidence: its probabilities and its served decisions (at its own threshold) on the
+    stored rows, scored through its own codec as the server would, and its registered test metrics."""
+    probabilities = model.predictor.score_rows(stored)
+    return Side(probabilities, served_decisions(probabilities, model.contract)[0], dict(model.contract.metrics))
+
+
 def judge(champion: WatchedModel, challenger: WatchedModel, rows: pd.DataFrame, settings: RetrainConfig,
-          seed: int) -> Decision:
-    """Both packages score the same stored rows (each through its own codec); the paired bootstrap decides."""
+          seed: int, *, costs: OutcomeCosts | None = None, last_promotion: float | None = None,
+          now: float | None = None) -> Verdict:
+    """Both packages score the same stored rows; the repo's one promotion rule gives the verdict."""
     if list(challenger.contract.labels) != list(champion.contract.labels):
         raise ValueError(f"{champion.name}: challenger v{challenger.version} has classes {challenger.contract.labels}, "
                          f"champion v{champion.version} {champion.contract.labels}: they cannot be compared")
     stored = rows[input_columns(rows)].to_dict(orient="records")
-    return decide(class_indices(rows[LABEL], champion.contract.labels, champion.name), champion.predictor.score_rows(stored),
-                  challenger.predictor.score_rows(stored), metric=settings.metric,
-                  samples=settings.bootstrap_samples, confidence=settings.confidence, seed=seed)
+    binary = len(champion.contract.labels) == 2
+    evidence = Evidence(class_indices(rows[LABEL], champion.contract.labels, champion.name), side(champion, stored),
+                        side(challenger, stored), positive=champion.contract.positive_index if binary else None,
+                        last_promotion=last_promotion, now=now)
+    return decide_promotion(evidence, settings, costs=costs, seed=seed)
 
 
 def pipeline_trainer(project: str, config_path: str) -> Trainer:
@@ -117,32 +131,54 @@ def pipeline_trainer(project: str, config_path: str) -> Trainer:
 class RetrainOutcome:
     champion_version: str
     challenger_version: str
-    decision: Decision
+    verdict: Verdict
     train_rows: int
     run_id: str | None = None  # the MLflow run holding the decision and its evidence
 
     @property
+    def decision(self) -> Decision:
+        """The gain rule's paired-bootstrap evidence."""
+        return self.verdict.decision
+
+    @property
     def promoted(self) -> bool:
-        return self.decision.passed
+        return self.verdict.passed
 
     @property
     def reason(self) -> str:
-        return self.decision.reason(f"challenger v{self.challenger_version}", f"champion v{self.champion_version}",
-                                    JUDGED_ON)
+        return (f"{self.verdict.reason(f'challenger v{self.challenger_version}', f'champion v{self.champion_version}')}"
+                f" (judged on {JUDGED_ON})")
 
 
 def log_decision(experiment: str, outcome: RetrainOutcome, trigger: str) -> str:
+    """The evidence goes to MLflow before any alias moves: a promotion is never without its record."""
     tracking.configure_tracking(experiment)  # training may have switched the active experiment
     with mlflow.start_run(run_name=f"retrain-decision v{outcome.challenger_version}",
                           tags={"kind": "retrain-decision", "trigger": trigger[:5000]}) as run:
         d = outcome.decision
         mlflow.log_params({"champion_version": outcome.champion_version, "metric": d.metric,
                            "challenger_version": outcome.challenger_version, "confidence": d.required,
-                           "train_extra_rows": outcome.train_rows, "judge_rows": d.rows})
-        mlflow.log_metrics(d.as_metrics("judge") | {"promoted": float(outcome.promoted)})
-        mlflow.set_tags({"decision": "promoted" if outcome.promoted else "kept champion", "reason": outcome.reason})
-        tracking.log_json(asdict(outcome) | {"trigger": trigger, "reason": outcome.reason}, "retrain/decision.json")
+                           "min_gain": d.min_gain, "train_extra_rows": outcome.train_rows, "judge_rows": d.rows})
+        mlflow.log_metrics(d.as_metrics("judge") | outcome.verdict.as_metrics() | {"promoted": float(outcome.promoted)})
+        mlflow.set_tags({"decision": "promoted" if outcome.promoted else "kept champion",
+                         "reason": outcome.reason[:5000], "refused_by": ", ".join(outcome.verdict.refused_by) or "-"})
+        tracking.log_json({"champion_version": outcome.champion_version,
+                           "challenger_version": outcome.challenger_version, "train_rows": outcome.train_rows,
+                           "verdict": outcome.verdict.as_dict(), "trigger": trigger, "reason": outcome.reason},
+                          "retrain/decision.json")
     return run.info.run_id
+
+
+def promote(model: str, outcome: RetrainOutcome) -> None:
+    """Compare-and-set the alias to the challenger; the decision run records what became of it."""
+    client = MlflowClient()
+    try:
+        registry.promote(model, outcome.challenger_version, expected_champion=outcome.champion_version)
+    except registry.AliasMoved as error:
+        client.set_tag(outcome.run_id, "decision", "aborted: champion moved")
+        client.set_tag(outcome.run_id, "alias", f"not moved: {error}"[:5000])
+        raise
+    client.set_tag(outcome.run_id, "alias", f"champion v{outcome.champion_version} -> v{outcome.challenger_version}")
 
 
 def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path, *, trigger: str,
@@ -152,9 +188,10 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
     recent = training_frame(recent_labelled_records(db_path, model_name, settings.recent_rows), champion)
     train_rows, judge_rows = split_in_time(recent, settings.eval_fraction)
     judge_rows = drop_rows_seen_in(judge_rows, train_rows, input_columns(recent))
-    if len(judge_rows) < settings.min_judge_rows:
-        raise LookupError(f"only {len(recent)} labelled predictions of '{model_name}': {len(judge_rows)} unseen rows "
-                          f"to judge on, need {settings.min_judge_rows} (post feedback labels first)")
+    rows_rule = check_rows(len(judge_rows), settings)  # the verdict's first rule, asked before minutes of training
+    if not rows_rule.passed:
+        raise LookupError(f"only {len(recent)} labelled predictions of '{model_name}': {rows_rule.detail} "
+                          f"(unseen by the challenger; post feedback labels first)")
     log.info("retraining %s on %d recent labelled rows; judging on the newest %d", model_name, len(train_rows),
              len(judge_rows))
     trainer = trainer or pipeline_trainer(model_name, model_cfg.train_config)
@@ -162,9 +199,11 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
     if version is None:
         raise RuntimeError(f"retraining {model_name} registered no version: nothing to compare")
     challenger = load_watched_model(model_name, version=str(version))
-    decision = judge(champion, challenger, judge_rows, settings, config.seed)
-    if decision.passed:
-        MlflowClient().set_registered_model_alias(model_name, CHAMPION, challenger.version)
-    outcome = RetrainOutcome(champion.version, challenger.version, decision, len(train_rows))
+    verdict = judge(champion, challenger, judge_rows, settings, config.seed, costs=model_cfg.costs,
+                    last_promotion=registry.last_promotion(model_name))
+    outcome = RetrainOutcome(champion.version, challenger.version, verdict, len(train_rows))
     log.info("%s: %s", model_name, outcome.reason)
-    return replace(outcome, run_id=log_decision(model_cfg.experiment, outcome, trigger))
+    outcome = replace(outcome, run_id=log_decision(model_cfg.experiment, outcome, trigger))
+    if outcome.promoted:
+        promote(model_name, outcome)
+    return outcome

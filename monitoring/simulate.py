@@ -113,6 +113,16 @@ def read_manifest(directory: Path) -> list[dict]:
     return json.loads(path.read_text())["windows"]
 
 
+def scenario_during(directory: Path, start_ts: float, end_ts: float) -> str | None:
+    """The scenario of the last simulation's window(s) that overlap [start_ts, end_ts] (`a+b` for a span of
+    several), None when no simulation ran then: a window of the log is named by what was sent, whether
+    or not it was monitored `--simulated` and whether or not its labels arrived."""
+    if not (directory / MANIFEST).is_file():
+        return None
+    names = [w["scenario"] for w in read_manifest(directory) if w["start_ts"] <= end_ts and start_ts <= w["end_ts"]]
+    return "+".join(dict.fromkeys(names)) or None
+
+
 def format_windows(windows: list[SimulatedWindow]) -> str:
     lines = ["| window | scenario | rows | version | labels posted |", "|---|---|---|---|---|"]
     lines += [f"| {w.index} | {w.scenario} | {w.rows} | {w.version} | {w.labels_posted} |" for w in windows]

@@ -1,7 +1,8 @@
 """A window of production traffic: rows of the prediction log as a frame shaped like the reference.
 
-Monitoring reads the log only through `serving.predlog.read_predictions` (serving owns the table layout)
-and turns each logged prediction into one row: what the model's codec describes of the logged entry
+Monitoring reads the log only through `serving.predlog.read_predictions` (serving owns the table layout),
+selecting in SQL the watched version's rows with a LIMIT, never the whole log, and turns each logged
+prediction into one row: what the model's codec describes of the logged entry
 (`codec.describe`: the tabular inputs, an image's brightness and size, a text's length, ...), the
 prediction columns of the logged answer (`modelpkg.runtime.answer_columns`: `probability`,
 `predicted_label`, and the per-class probabilities of multi-class models), the ground-truth `label`
@@ -75,16 +76,27 @@ def records_to_frame(records: list[dict], model: WatchedModel) -> pd.DataFrame:
                                        LABEL])
 
 
-def read_records(db_path: str | Path, model: str, spec: WindowSpec) -> list[dict]:
-    """The window's logged predictions as serving.predlog returns them (LookupError when there is none)."""
-    records = read_predictions(db_path, model, start_ts=spec.start_ts, end_ts=spec.end_ts, last_n=spec.last_n)
+def read_records(db_path: str | Path, model: str, spec: WindowSpec, *, version: str | None = None,
+                 max_rows: int | None = None) -> list[dict]:
+    """The window's logged predictions (of `version` only, when given) as serving.predlog returns them.
+    A time window is read with LIMIT max_rows + 1: one that holds more is an error, not an unbounded read.
+    LookupError when there is none."""
+    limit = spec.last_n if spec.last_n is not None else (None if max_rows is None else max_rows + 1)
+    records = read_predictions(db_path, model, start_ts=spec.start_ts, end_ts=spec.end_ts, last_n=limit,
+                               version=version)
     if not records:
-        raise LookupError(f"no predictions for model '{model}' in window ({spec.describe()}) of {db_path}")
+        by = f" (served by version {version})" if version is not None else ""
+        raise LookupError(f"no predictions for model '{model}' in window ({spec.describe()}) of {db_path}{by}")
+    if spec.last_n is None and max_rows is not None and len(records) > max_rows:
+        raise ValueError(f"window ({spec.describe()}) holds more than {max_rows} predictions of '{model}': "
+                         f"narrow --start/--end or raise window.max_rows in the monitoring config")
     return records
 
 
-def read_window(db_path: str | Path, model: WatchedModel, spec: WindowSpec) -> pd.DataFrame:
-    return records_to_frame(read_records(db_path, model.name, spec), model)
+def read_window(db_path: str | Path, model: WatchedModel, spec: WindowSpec,
+                max_rows: int | None = None) -> pd.DataFrame:
+    """The watched version's predictions in the window (`last_n`: its newest n), selected in SQL."""
+    return records_to_frame(read_records(db_path, model.name, spec, version=model.version, max_rows=max_rows), model)
 
 
 def served_by(frame: pd.DataFrame, version: str, min_rows: int, model: str, spec: WindowSpec) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from pipelines.common import tracking
 from pipelines.common.config import ConfigError
 from pipelines.common.runner import PROJECT_MODULES, load_project, run_project
 from pipelines.common.summary import print_summary
@@ -37,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "shap", "numba", "optuna"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # mlflow's evaluator warns that integer 0/1 labels look like "model type None"; it then (correctly)
-    # treats them as binary. The warning would only confuse readers of the log.
-    logging.getLogger("mlflow.models.evaluation.evaluators.classifier").setLevel(logging.ERROR)
+    tracking.quiet_libraries()
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     try:
         load_project(args.project)

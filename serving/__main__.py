@@ -15,6 +15,7 @@ import logging
 
 import uvicorn
 
+from pipelines.common.config import ConfigError
 from serving.app import create_app
 from serving.config import DEFAULT_CONFIG, load_serving_config, with_overrides
 
@@ -43,9 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         sections["metrics"] = {"enabled": False}
     config = with_overrides(config, **sections)
     logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=config.server.host, port=config.server.port,
+    try:
+        app = create_app(config)
+    except ConfigError as error:  # e.g. an API key too short: refused before anything listens
+        raise SystemExit(f"error: {error}") from None
+    uvicorn.run(app, host=config.server.host, port=config.server.port,
                 log_level=config.server.log_level, access_log=config.server.access_log,
-                timeout_graceful_shutdown=config.server.graceful_shutdown_seconds)
+                timeout_graceful_shutdown=config.server.graceful_shutdown_seconds,
+                limit_concurrency=config.server.limit_concurrency)
 
 
 if __name__ == "__main__":

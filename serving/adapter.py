@@ -51,6 +51,7 @@ class Adapter:
         entry = self._log_entry
         return [entry(record) for record in records]
 
-    def outputs(self, probabilities: np.ndarray) -> list[dict]:
-        """[rows, classes] probabilities -> one answer per record, by the one rule every caller uses."""
-        return answers(probabilities, self.contract, top_k=self.top_k)
+    def outputs(self, probabilities: np.ndarray, embeddings: np.ndarray | None = None) -> list[dict]:
+        """[rows, classes] probabilities -> one answer per record, by the one rule every caller uses
+        (with the embedding row when the graph has one: logged, never sent to the client)."""
+        return answers(probabilities, self.contract, top_k=self.top_k, embeddings=embeddings)

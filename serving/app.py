@@ -16,9 +16,8 @@ batched update, and the response JSON is written by orjson instead of through a 
 
 import asyncio
 import gc
-import hmac
 import json
-import os
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,22 +30,28 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from modelpkg.runtime import public_answer
 from serving.adapter import InvalidRequest
-from serving.config import ServingConfig
+from serving.auth import Keys, require_key, server_keys
+from serving.config import PredictionLogConfig, ServingConfig
+from serving.errors import public, report
 from serving.ids import IdFactory
 from serving.metrics import CONTENT_TYPE, NoMetrics, ServingMetrics
-from serving.middleware import BodyLimitMiddleware, ObservabilityMiddleware, header
+from serving.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware, header
 from serving.models import LoadedModel, ModelStore, ModelUnavailable
-from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError
-from serving.schemas import ERROR_RESPONSES, PREDICT_RESPONSES, FeedbackAccepted, PredictResponse, feedback_request
+from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError, Retention, StoredLabels
+from serving.schemas import (AUTH_RESPONSES, FEEDBACK_RESPONSES, PREDICT_RESPONSES, FeedbackAccepted, PredictResponse,
+                             feedback_request, json_safe, parse_feedback)
 from serving.sources import ModelSource, source_for
 from serving.uploads import MULTIPART, read_upload, upload_schema
 
-API_KEY_HEADER = "X-API-Key"
+log = logging.getLogger(__name__)
 GENERIC_RECORDS = {"type": "array", "items": {"type": "object"}}  # docs of a model that is not loaded
 JSON = "application/json"
+SECONDS_PER_DAY = 86_400
 
 
 @dataclass
@@ -58,20 +63,31 @@ class Services:
     predlog: PredictionLog | None
     metrics: ServingMetrics | NoMetrics
     ids: IdFactory
-    admin_key: str | None
+    keys: Keys
 
 
 def build_services(config: ServingConfig, source: ModelSource | None = None) -> Services:
     metrics = ServingMetrics(config.metrics) if config.metrics.enabled else NoMetrics()
     log_config = config.prediction_log
-    predlog = PredictionLog(log_config.path, synchronous=log_config.synchronous,
-                            wait_for_commit=log_config.wait_for_commit,
-                            max_batch_rows=log_config.max_batch_rows,
-                            checkpoint_interval=log_config.checkpoint_interval_seconds) if log_config.enabled else None
+    predlog = prediction_log(log_config) if log_config.enabled else None
     store = ModelStore(config, source or source_for(config.source), on_change=metrics.model_changed,
                        on_batch=metrics.observe_batch)
     return Services(config=config, store=store, predlog=predlog, metrics=metrics, ids=IdFactory(),
-                    admin_key=os.environ.get(config.admin.api_key_env) or None)
+                    keys=server_keys(config))  # a key too short, or named and unset, stops start-up here
+
+
+def prediction_log(config: PredictionLogConfig) -> PredictionLog:
+    """The log as configs/serving.yaml's `prediction_log` section sets it up (not started)."""
+    retention = config.retention
+    return PredictionLog(
+        config.path, synchronous=config.synchronous, wait_for_commit=config.wait_for_commit,
+        max_batch_rows=config.max_batch_rows, checkpoint_interval=config.checkpoint_interval_seconds,
+        commit_timeout=config.commit_timeout_seconds, max_queue_rows=config.max_queue_rows,
+        retry_interval=config.retry_interval_seconds, journal_size_limit=config.journal_size_limit_bytes,
+        max_size_bytes=config.max_size_bytes,
+        retention=Retention(max_age_seconds=retention.max_age_days * SECONDS_PER_DAY if retention.max_age_days else None,
+                            max_rows=retention.max_rows, interval_seconds=retention.interval_seconds,
+                            batch_rows=retention.batch_rows))
 
 
 def create_app(config: ServingConfig, source: ModelSource | None = None) -> FastAPI:
@@ -103,6 +119,8 @@ def create_app(config: ServingConfig, source: ModelSource | None = None) -> Fast
     app.openapi = lambda: contract_openapi(app, services)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.limits.max_body_bytes,
                        path_limits=model_body_limits(config))
+    app.add_middleware(AdmissionMiddleware, max_in_flight=config.server.max_requests_in_flight,
+                       retry_after_seconds=config.server.retry_after_seconds)
     app.add_middleware(ObservabilityMiddleware, metrics=services.metrics)  # outermost: sees every status
     return app
 
@@ -129,14 +147,33 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
 
 
+class LabelConflict(InvalidRequest):
+    """Labels for predictions that already have one, posted without `correction`: 409, nothing changed."""
+
+
 def add_error_handlers(app: FastAPI) -> None:
+    """Every error answer is written ASCII-safe (details quote the client's input), and nothing
+    unexpected answers with its own text: a generic 500 and an error id, the details in the log."""
     @app.exception_handler(InvalidRequest)
     async def invalid_request(request: Request, error: InvalidRequest) -> JSONResponse:
-        return AsciiJSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in error.errors]}, status_code=422)
+        status = 409 if isinstance(error, LabelConflict) else 422
+        return AsciiJSONResponse({"detail": [{**e, "loc": ["body", *e["loc"]]} for e in error.errors]}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        return AsciiJSONResponse({"detail": [jsonable_encoder(json_safe(e)) for e in error.errors()]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if not is_body_allowed_for_status_code(error.status_code):
+            return Response(status_code=error.status_code, headers=error.headers)
+        return AsciiJSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, error: Exception) -> JSONResponse:
+        error_id = report(log, f"{request.method} {request.url.path}", error)
+        return AsciiJSONResponse({"detail": public("internal server error", error_id), "error_id": error_id},
+                                 status_code=500)
 
     @app.exception_handler(ModelUnavailable)
     async def model_unavailable(request: Request, error: ModelUnavailable) -> JSONResponse:
@@ -144,7 +181,10 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PredictionLogError)
     async def log_unavailable(request: Request, error: PredictionLogError) -> JSONResponse:
-        return JSONResponse({"detail": f"prediction log unavailable: {error}"}, status_code=503)
+        """The reason is SQLite's message or a kind of error (never a path): the client may act on it."""
+        retry_after = str(request.app.state.services.config.server.retry_after_seconds)
+        return JSONResponse({"detail": f"prediction log unavailable: {error}"}, status_code=503,
+                            headers={"Retry-After": retry_after})
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -162,28 +202,25 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
         if services.predlog:
             await services.predlog.append(LoggedRequest(
                 request_id=request_id, ts=ts, model=name, version=model.version, ids=ids,
-                inputs=model.adapter.log_inputs(records), outputs=outputs,
+                inputs=partial(model.adapter.log_inputs, records), outputs=outputs,  # made by the writer
                 latency_ms=(time.perf_counter() - started) * 1000))
         services.metrics.observe_predictions(name, model.version, outputs)
-        predictions = [{"id": id_, **output} for id_, output in zip(ids, outputs)]
+        predictions = [{"id": id_, **public_answer(output)} for id_, output in zip(ids, outputs)]
         body = {"model": name, "version": model.version, "request_id": request_id, "predictions": predictions}
         return Response(orjson.dumps(body), media_type="application/json")
 
-    async def feedback(body: FeedbackRequest) -> FeedbackAccepted:  # type: ignore[valid-type]
+    require_feedback_key = require_key(services.keys.feedback, "FeedbackKey", feedback_key_needed(services.config),
+                                       open_when_unset=True)
+
+    async def feedback(request: Request) -> FeedbackAccepted:
+        body_media_type(request, (JSON,))
         model = services.store.get(name)
         if services.predlog is None:
             raise HTTPException(503, "the prediction log is switched off: no feedback can be stored")
-        labels = model.contract.labels
-        bad = [{"type": "unknown_label", "loc": ["items", i, "label"], "input": item.label,
-                "msg": f"unknown label {item.label!r} (allowed: {', '.join(labels)})"}
-               for i, item in enumerate(body.items) if item.label not in labels]
-        if bad:
-            raise InvalidRequest(bad)
-        unknown = set(await services.predlog.add_feedback(name, [(item.id, item.label) for item in body.items]))
-        if unknown:
-            raise InvalidRequest([{"type": "unknown_prediction", "loc": ["items", i, "id"], "input": item.id,
-                                   "msg": f"no prediction {item.id!r} of model {name!r} in the log"}
-                                  for i, item in enumerate(body.items) if item.id in unknown])
+        body = parse_feedback(FeedbackRequest, await request.body())
+        check_labels(body.items, model.contract.labels)
+        stored = await services.predlog.add_feedback(name, [(item.id, item.label, item.correction) for item in body.items])
+        check_stored(stored, body.items, name)
         return FeedbackAccepted(accepted=len(body.items))
 
     app.add_api_route(f"/v1/{name}/predict", predict, methods=["POST"], tags=[name],
@@ -196,7 +233,39 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
                                   "request id is echoed in X-Request-ID (send one to choose it).")
     app.add_api_route(f"/v1/{name}/feedback", feedback, methods=["POST"], tags=[name],
                       summary=f"Record true labels for earlier {name} predictions", response_model=FeedbackAccepted,
-                      responses=ERROR_RESPONSES)
+                      responses=FEEDBACK_RESPONSES, dependencies=[Depends(require_feedback_key)],
+                      description="Needs the feedback key in X-API-Key (unless the server runs with "
+                                  "`feedback.auth: none`). The first label of a prediction is the one that "
+                                  "counts; a later one is taken only with `\"correction\": true` (every label "
+                                  "is kept in the log's history), and a repeated label without it answers 409.")
+
+
+def feedback_key_needed(config: ServingConfig) -> str:
+    return (f"posting labels needs the feedback key (${config.feedback.api_key_env}, or the file "
+            f"feedback.key_file of the server's config)")
+
+
+def check_labels(items: list, labels: list[str]) -> None:
+    """422 naming every label the model does not have."""
+    bad = [{"type": "unknown_label", "loc": ["items", i, "label"], "input": item.label,
+            "msg": f"unknown label {item.label!r} (allowed: {', '.join(labels)})"}
+           for i, item in enumerate(items) if item.label not in labels]
+    if bad:
+        raise InvalidRequest(bad)
+
+
+def check_stored(stored: StoredLabels, items: list, name: str) -> None:
+    """422 naming ids the model never predicted; 409 naming predictions that already had a label."""
+    if stored.unknown:
+        unknown = set(stored.unknown)
+        raise InvalidRequest([{"type": "unknown_prediction", "loc": ["items", i, "id"], "input": item.id,
+                               "msg": f"no prediction {item.id!r} of model {name!r} in the log"}
+                              for i, item in enumerate(items) if item.id in unknown])
+    if stored.refused:
+        raise LabelConflict([{"type": "label_exists", "loc": ["items", i, "id"], "input": items[i].id,
+                              "msg": f"prediction {items[i].id!r} already has a label, and the first one counts: "
+                                     f"nothing of this request was stored (send \"correction\": true to replace it)"}
+                             for i in stored.refused])
 
 
 async def read_request(request: Request, model: LoadedModel) -> Callable[[], list[Any]]:
@@ -225,12 +294,13 @@ async def predict_records(model: LoadedModel, decode: Callable[[], list[Any]]) -
 
 
 def body_media_type(request: Request, accepted: tuple[str, ...]) -> str:
-    """Which of the model's media types the body is sent as; 415 naming them for any other. A request
-    without a Content-Type is read as the model's own (the first): plain clients (`httpx.post(content=...)`,
-    scripts) often send none, and the body is validated anyway."""
+    """Which of the route's media types the body is sent as; 415 naming them for any other, and for none.
+    A browser sends a cross-site POST without asking first only as text/plain, a form (urlencoded or
+    multipart), or with no type at all: requiring the JSON type keeps another site's page from writing
+    predictions or labels (image models' multipart uploads excepted, by design)."""
     sent = header(request.scope, b"content-type")
     if not sent:
-        return accepted[0]
+        raise HTTPException(415, f"missing Content-Type: {request.url.path} takes {' or '.join(accepted)}")
     media_type = sent.split(";", 1)[0].strip().lower()
     if media_type not in accepted:
         raise HTTPException(415, f"unsupported Content-Type {sent!r}: {request.url.path} takes {' or '.join(accepted)}")
@@ -254,11 +324,21 @@ def predict_body(model: LoadedModel, components: dict) -> dict:
     return body
 
 
+def feedback_body(request_schema: type, components: dict) -> dict:
+    """The feedback body's JSON schema, its nested models moved to the document's components."""
+    schema = request_schema.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(schema.pop("$defs", {}))
+    return _body(schema, JSON)
+
+
 def contract_openapi(app: FastAPI, services: Services) -> dict:
-    """The OpenAPI document, with each predict body built from the contract of the version now serving."""
+    """The OpenAPI document, with each predict body built from the contract of the version now serving
+    (and each feedback body from its schema: that route reads its body itself, after the key check)."""
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
+    feedback = feedback_body(feedback_request(services.config.limits.max_feedback_items), components)
     for name in services.store.names:
+        schema["paths"][f"/v1/{name}/feedback"]["post"]["requestBody"] = feedback
         model = services.store.current(name)
         if model is None:
             continue
@@ -274,18 +354,28 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["operations"], summary="Readiness: 200 only when every required model is loaded",
-             responses={503: {"description": "a required model is not loaded; `reasons` says why"}})
+    @app.get("/ready", tags=["operations"],
+             summary="Readiness: 200 only when every required model is loaded and the prediction log writes",
+             responses={503: {"description": "a required model is not loaded, or the prediction log fails; "
+                                            "`reasons` says why"}})
     async def ready() -> JSONResponse:
         problems = store.problems(required_only=True)
+        log_state = services.predlog.health() if services.predlog else None
+        if log_state and log_state["status"] != "ok":  # every predict would answer 503: not ready
+            problems = problems | {"prediction_log": log_state["reason"]}
+        logged = {"prediction_log": log_state} if log_state else {}
         if problems:
-            return JSONResponse({"status": "not ready", "reasons": problems}, status_code=503)
+            return JSONResponse({"status": "not ready", "reasons": problems} | logged, status_code=503)
         body = {"status": "ready", "models": {name: model.version for name in store.names
                                               if (model := store.current(name)) is not None}}
         unavailable = store.problems()
-        return JSONResponse(body | ({"optional_unavailable": unavailable} if unavailable else {}))
+        return JSONResponse(body | ({"optional_unavailable": unavailable} if unavailable else {}) | logged)
 
-    @app.get("/v1/models", tags=["operations"], summary="Every configured model: version, alias, run, inputs, threshold")
+    read = [Depends(require_key(services.keys.read, "ReadKey", f"GET /metrics and /v1/models need the read key "
+                                f"(${services.config.read.api_key_env})", open_when_unset=True))]
+
+    @app.get("/v1/models", tags=["operations"], summary="Every configured model: version, alias, run, inputs, threshold",
+             dependencies=read, responses=AUTH_RESPONSES)
     async def models() -> dict:
         described = []
         for name in store.names:
@@ -295,29 +385,33 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
         return {"models": described}
 
     if isinstance(services.metrics, ServingMetrics):
-        @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+        @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response,
+                 dependencies=read, responses=AUTH_RESPONSES)
         async def metrics() -> Response:
             return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description=(
-        f"the value of the server's {services.config.admin.api_key_env} environment variable"))
-
-    async def require_admin(key: str | None = Depends(api_key)) -> None:
-        if services.admin_key is None:
-            raise HTTPException(401, f"admin API disabled: the server has no {services.config.admin.api_key_env} set")
-        if key is None or not hmac.compare_digest(key.encode(), services.admin_key.encode()):
-            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+    require_admin = require_key(services.keys.admin, "AdminKey", f"POST /admin/reload needs the admin key "
+                                f"(${services.config.admin.api_key_env})", open_when_unset=False)
 
     @app.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_admin)],
               summary="Switch to each alias's current version, atomically (requests in flight finish on the old)",
-              responses={401: {"description": "missing or wrong API key"}, 404: {"description": "unknown model"},
-                         500: {"description": "a model failed to load: its previous version keeps serving"}})
-    async def reload(model: str | None = None) -> JSONResponse:
+              responses=AUTH_RESPONSES | {
+                  404: {"description": "unknown model"},
+                  409: {"description": "a new version takes other inputs than the serving one: refused (it keeps "
+                                       "serving) unless allow_schema_change=true; `schema_changes` says what differs"},
+                  500: {"description": "a model failed to load: its previous version keeps serving"}})
+    async def reload(model: str | None = None, allow_schema_change: bool = False) -> JSONResponse:
         if model is not None and model not in store.names:
             raise HTTPException(404, f"unknown model {model!r} (configured: {', '.join(store.names)})")
-        results = await asyncio.to_thread(store.reload, [model] if model else None)
-        # A failure counts when a model that serves (or must) did not load; an optional model that was never
-        # trained is reported in the body and keeps the others' reload a success.
-        failed = [name for name, result in results.items()
-                  if not result["ok"] and (result["previous"] is not None or services.config.model(name).required)]
-        return JSONResponse({"reloaded": results}, status_code=500 if failed else 200)
+        results = await asyncio.to_thread(store.reload, [model] if model else None, allow_schema_change=allow_schema_change)
+        return JSONResponse({"reloaded": results}, status_code=reload_status(services.config, results))
+
+
+def reload_status(config: ServingConfig, results: dict[str, dict]) -> int:
+    """500 when a model that serves (or must) failed to load; else 409 when a new version was refused for
+    changing the inputs; else 200. An optional model that was never trained is reported in the body and
+    keeps the others' reload a success."""
+    failed = [name for name, result in results.items() if not result["ok"] and "schema_changes" not in result
+              and (result["previous"] is not None or config.model(name).required)]
+    refused = [name for name, result in results.items() if "schema_changes" in result]
+    return 500 if failed else 409 if refused else 200

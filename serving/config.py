@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipelines.common.config import Config, load_config
 
@@ -35,6 +35,20 @@ class ServerConfig(Config):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
     graceful_shutdown_seconds: float = Field(gt=0)
+    # Overload answers 503 at once rather than queueing without bound (docs/serving.md, "Faults and overload").
+    # uvicorn's own guard: open connections + requests beyond which uvicorn answers 503 and closes the
+    # connection (no Retry-After). It counts idle keep-alive connections too, so it sits above the clients
+    # expected; the app's limit below does the everyday shedding.
+    limit_concurrency: int = Field(gt=0)
+    max_requests_in_flight: int = Field(gt=0)  # POSTs under /v1/ being answered at once; more: 503 + Retry-After
+    retry_after_seconds: int = Field(ge=1)  # Retry-After on every 503 that a retry may cure
+
+    @model_validator(mode="after")
+    def app_limit_below_uvicorn(self) -> "ServerConfig":
+        if self.max_requests_in_flight >= self.limit_concurrency:
+            raise ValueError(f"max_requests_in_flight ({self.max_requests_in_flight}) must be below limit_concurrency "
+                             f"({self.limit_concurrency}), or uvicorn sheds first, without Retry-After")
+        return self
 
 
 class SourceConfig(Config):
@@ -113,6 +127,15 @@ class ModelSettings:
     top_k: int
 
 
+class RetentionConfig(Config):
+    """Which rows the log keeps (None: no limit of that kind); the writer deletes the oldest first."""
+
+    max_age_days: float | None = Field(gt=0)
+    max_rows: int | None = Field(gt=0)
+    interval_seconds: float = Field(gt=0)  # how often the writer looks for rows past the limits
+    batch_rows: int = Field(gt=0)  # rows deleted per transaction: what a request may wait behind
+
+
 class PredictionLogConfig(Config):
     enabled: bool = True
     path: Path = Path("data/predictions/predictions.db")
@@ -120,6 +143,12 @@ class PredictionLogConfig(Config):
     wait_for_commit: bool = True
     max_batch_rows: int = Field(gt=0)
     checkpoint_interval_seconds: float = Field(gt=0)
+    commit_timeout_seconds: float = Field(gt=0)  # a request waits this long for its commit, then 503
+    max_queue_rows: int = Field(gt=0)  # rows waiting for the writer beyond which appends answer 503 at once
+    retry_interval_seconds: float = Field(gt=0)  # while failing and idle, the writer tries a commit this often
+    journal_size_limit_bytes: int = Field(ge=0)  # the WAL is cut back to this size after a checkpoint
+    max_size_bytes: int | None = Field(gt=0)  # the database's hard cap (null: none); past it writes answer 503
+    retention: RetentionConfig
 
 
 class MetricsConfig(Config):
@@ -131,6 +160,28 @@ class MetricsConfig(Config):
 
 class AdminConfig(Config):
     api_key_env: str = "SERVING_ADMIN_KEY"
+    # Used when the variable is unset: read, or created (random, mode 600) at start-up; monitoring reads it
+    # to ask for a reload after a promotion, so the retraining loop closes on one machine with no setup.
+    key_file: Path = Path(".secrets/serving-admin.key")
+    # Every key the server takes (admin, feedback, read) must be at least this long, or it refuses to start.
+    min_key_chars: int = Field(32, ge=16)
+
+
+class FeedbackConfig(Config):
+    """Who may post labels. Labels are the only evidence for quality alerts and promotion, so posting
+    them needs a key of its own unless `auth: none` says otherwise (logged as a warning at start-up)."""
+
+    auth: Literal["key", "none"] = "key"
+    api_key_env: str = "SERVING_FEEDBACK_KEY"
+    # Used when the variable is unset: read, or created (random, mode 600) at start-up; the simulator reads it.
+    key_file: Path = Path(".secrets/serving-feedback.key")
+
+
+class ReadConfig(Config):
+    """GET /metrics and /v1/models name versions, runs and inputs: behind a read key when a variable is
+    named here (the server then refuses to start without it); open when it is empty."""
+
+    api_key_env: str = ""
 
 
 class ServingConfig(Config):
@@ -144,6 +195,8 @@ class ServingConfig(Config):
     prediction_log: PredictionLogConfig
     metrics: MetricsConfig
     admin: AdminConfig
+    feedback: FeedbackConfig
+    read: ReadConfig
 
     @field_validator("models")
     @classmethod

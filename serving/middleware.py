@@ -1,4 +1,5 @@
-"""Two pure-ASGI middlewares around every request: observability (request id, metrics) and body limits.
+"""Pure-ASGI middlewares around every request: observability (request id, metrics), admission (503 under
+overload) and body limits.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: no extra task and no body copy per request, which
 matters when a whole prediction takes well under a millisecond.
@@ -97,3 +98,37 @@ class BodyLimitMiddleware:
 
 def too_large(limit: int) -> str:
     return f"request body too large: at most {limit} bytes"
+
+
+class AdmissionMiddleware:
+    """503 with Retry-After, at once, for a POST under /v1/ (predict, feedback) beyond `max_in_flight` being
+    answered.
+
+    Under overload a request would otherwise queue behind every one before it and latency would grow
+    with the number of clients; refused at the door it costs one short HTTP exchange, and the ones
+    admitted wait for at most max_in_flight - 1 others. Reads (/health, /ready, /metrics, /v1/models) are
+    never refused. One event loop runs this, so a plain counter is enough."""
+
+    def __init__(self, app: ASGIApp, max_in_flight: int, retry_after_seconds: int, prefix: str = "/v1/"):
+        self.app = app
+        self.max_in_flight = max_in_flight
+        self.prefix = prefix
+        self.in_flight = 0
+        body = json.dumps({"detail": f"server busy: {max_in_flight} requests in progress; retry after "
+                                     f"{retry_after_seconds} s"}).encode()
+        self._refusal = ({"type": "http.response.start", "status": 503, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(retry_after_seconds).encode())]}, {"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith(self.prefix):
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_in_flight:
+            start, body = self._refusal
+            await send(dict(start))  # a copy: the observability middleware appends its header to it
+            return await send(body)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -31,13 +31,65 @@ from modelpkg.runtime import Predictor, SessionSettings
 from serving.adapter import Adapter
 from serving.batcher import MicroBatcher
 from serving.config import ModelConfig, ModelSettings, ServingConfig
-from serving.sources import ModelSource, ResolvedModel
+from serving.errors import public, report
+from serving.sources import BundleSource, ModelSource, ResolvedModel
 
 log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(RuntimeError):
     """The model is configured but not loaded (its reason says why)."""
+
+
+class ModelLoadFailed(RuntimeError):
+    """A version could not be loaded. The message is fit for clients (an error id, no details): the
+    details are in the server log under that id."""
+
+
+class SchemaChanged(RuntimeError):
+    """A reload found a version whose inputs differ from the serving one's: refused unless allowed."""
+
+    def __init__(self, name: str, version: str, changes: list[str]):
+        super().__init__(f"{name} v{version} takes other inputs than the serving version: {'; '.join(changes)} "
+                         f"(the serving version stays; reload with allow_schema_change=true to switch anyway)")
+        self.version = version
+        self.changes = changes
+
+
+# What a client's record must look like, input by input: a change in any of these breaks some client's
+# requests (422) and leaves monitoring with rows it cannot compare. Numeric bounds (minimum, maximum,
+# training_range) follow each retraining's data and are not compared; `allowed` and `values` are sets.
+SCHEMA_FIELDS = ("dtype", "shape", "allowed", "values", "integer")
+SET_FIELDS = ("allowed", "values")
+
+
+def input_schema(contract: ModelContract) -> dict[str, dict]:
+    """Each input's SCHEMA_FIELDS, by input name."""
+    return {spec.name: {field: getattr(spec, field, None) for field in SCHEMA_FIELDS} for spec in contract.inputs}
+
+
+def schema_changes(old: ModelContract, new: ModelContract) -> list[str]:
+    """What differs between two contracts' request schemas, in words; empty when a client cannot tell."""
+    changes = [f"{field}: {getattr(old, field)!r} -> {getattr(new, field)!r}" for field in ("kind", "id_field")
+               if getattr(old, field) != getattr(new, field)]
+    before, after = input_schema(old), input_schema(new)
+    changes += [f"input {name!r} removed" for name in before if name not in after]
+    changes += [f"input {name!r} added" for name in after if name not in before]
+    for name in (name for name in before if name in after):
+        changes += [_field_change(name, field, before[name][field], after[name][field]) for field in SCHEMA_FIELDS
+                    if _comparable(field, before[name][field]) != _comparable(field, after[name][field])]
+    return changes
+
+
+def _comparable(field: str, value):
+    return frozenset(value) if field in SET_FIELDS and value is not None else value
+
+
+def _field_change(name: str, field: str, old, new) -> str:
+    if field in SET_FIELDS and old is not None and new is not None:
+        removed, added = [v for v in old if v not in new], [v for v in new if v not in old]
+        return f"{name}.{field}: removed {removed}, added {added}"
+    return f"{name}.{field}: {old!r} -> {new!r}"
 
 
 @dataclass(frozen=True)
@@ -58,7 +110,7 @@ class LoadedModel:
 
     def predict(self, records: list[Any]) -> list[dict]:
         """Decoded records -> one answer per record."""
-        return self.adapter.outputs(self.predictor.probabilities(records))
+        return self.adapter.outputs(*self.predictor.scores(records))
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -140,19 +192,26 @@ class ModelStore:
         return {model.name: self._errors.get(model.name, "not loaded") for model in self.config.models
                 if model.name not in self._models and (model.required or not required_only)}
 
-    def load(self, name: str) -> LoadedModel:
-        """Resolve, load and swap in the current version of `name`; on failure keep what was serving."""
+    def load(self, name: str, *, allow_schema_change: bool = False) -> LoadedModel:
+        """Resolve, load and swap in the current version of `name`; on failure keep what was serving.
+        A version whose inputs differ from the serving one's is refused (SchemaChanged) unless allowed.
+        A failure is logged in full under an error id; /ready, /v1/models and the raised
+        ModelLoadFailed carry only that id (an exception's text names local paths)."""
         model_config = self.config.model(name)
         try:
             resolved = self.source.resolve(name, model_config.alias)
             model = load_model(resolved, model_config, self.config, self.on_batch)
         except Exception as error:
-            reason = f"{type(error).__name__}: {error}"
-            log.error("model %r failed to load: %s", name, reason, exc_info=True)
+            reason = public("failed to load", report(log, f"model {name!r} failed to load", error))
             if name not in self._models:
                 self._errors[name] = reason
-            raise
+            raise ModelLoadFailed(reason) from error
         previous = self._models.get(name)
+        changes = schema_changes(previous.contract, model.contract) if previous and not allow_schema_change else []
+        if changes:
+            log.warning("reload of %s refused: v%s takes other inputs than v%s: %s", name, model.version,
+                        previous.version, "; ".join(changes))
+            raise SchemaChanged(name, model.version, changes)
         self._models[name] = model  # the atomic swap: one reference assignment
         self._errors.pop(name, None)
         log.info("serving %s version %s (%s)%s", name, model.version, model.source,
@@ -177,15 +236,26 @@ class ModelStore:
             except Exception:  # already logged and recorded by load()
                 pass
 
-    def reload(self, names: list[str] | None = None) -> dict[str, dict]:
-        """Switch each model to its alias's current version. One reload at a time."""
+    def reload(self, names: list[str] | None = None, *, allow_schema_change: bool = False) -> dict[str, dict]:
+        """Switch each model to its alias's current version. One reload at a time. Each answer says what
+        now serves: its version, its source and whether it came from a bundle folder (which a registry
+        promotion does not change) or from the registry. A version with other inputs is refused (its
+        answer lists `schema_changes`) unless `allow_schema_change`."""
         results: dict[str, dict] = {}
         with self._reload_lock:
             for name in names or self.names:
                 previous = self._models.get(name)
                 before = previous.version if previous else None
                 try:
-                    results[name] = {"ok": True, "previous": before, "version": self.load(name).version}
-                except Exception as error:
-                    results[name] = {"ok": False, "previous": before, "error": f"{type(error).__name__}: {error}"}
+                    model = self.load(name, allow_schema_change=allow_schema_change)
+                    results[name] = {"ok": True, "previous": before, "version": model.version, "source": model.source,
+                                     "from": "bundles" if isinstance(self.source, BundleSource) else "registry"}
+                except SchemaChanged as refused:
+                    results[name] = {"ok": False, "previous": before, "version": refused.version,
+                                     "error": str(refused), "schema_changes": refused.changes}
+                except ModelLoadFailed as error:
+                    results[name] = {"ok": False, "previous": before, "error": str(error)}
+                except Exception as error:  # after the load (a listener): logged, answered by id only
+                    results[name] = {"ok": False, "previous": before,
+                                     "error": public("failed to switch", report(log, f"reload of {name!r}", error))}
         return results

@@ -58,8 +58,10 @@ class BundleSource:
         files = package_files(directory)  # names whatever is missing, assets included
         meta_file = directory / BUNDLE_META
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        # A bundle without bundle.json is named relative to the bundle root: /v1/models shows `source`, and a
+        # local path would tell every client how the machine is laid out.
         return ResolvedModel(name=name, version=str(meta.get("version", "unknown")), alias=meta.get("alias", alias),
-                             files=files, source=meta.get("source", str(directory)))
+                             files=files, source=meta.get("source", f"bundle {name}/"))
 
 
 class RegistrySource:

@@ -80,3 +80,15 @@ def tmp_mlflow(tmp_path, monkeypatch, _mlflow_template_db) -> str:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray runtime (2 CPUs) for every test that needs one: starting Ray costs seconds. The code
+    under test finds it running, uses it and leaves it to this fixture to stop."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()

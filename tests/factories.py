@@ -128,7 +128,7 @@ def export_churn(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, *
     native = fit_churn_pipeline(train, C)
     with export_context("churn", alias=alias, config=churn_config(reference_rows)) as ctx:
         return release_pipeline(ctx, native, {"model_type": "logistic_regression", "threshold": threshold},
-                                valid, test)
+                                valid, test, train=train)
 
 
 # ---------------------------------------------------------------------------------------------- image

@@ -176,7 +176,8 @@ class ImageCodec(Codec):
         fields: dict[str, Any] = {IMAGE_FIELD: Annotated[str, Field(  # "" is refused by decode, as an empty file
             strict=True, description="the image file, base64-encoded")]}
         if self.contract.id_field:
-            fields[self.contract.id_field] = NotRequired[Annotated[str, Field(strict=True)]]
+            fields[self.contract.id_field] = NotRequired[Annotated[str, Field(
+                strict=True, max_length=self.contract.id_max_length)]]
         record = TypedDict(f"{self.contract.name.capitalize()}Record", fields)  # type: ignore[misc]
         return with_config(ConfigDict(extra="forbid"))(record)
 

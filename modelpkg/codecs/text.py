@@ -89,7 +89,8 @@ class TextCodec(Codec):
         fields: dict[str, Any] = {TEXT_FIELD: Annotated[str, Field(strict=True, min_length=1,
                                                                    max_length=self.settings.max_chars)]}
         if self.contract.id_field:
-            fields[self.contract.id_field] = NotRequired[Annotated[str, Field(strict=True)]]
+            fields[self.contract.id_field] = NotRequired[Annotated[str, Field(
+                strict=True, max_length=self.contract.id_max_length)]]
         record = TypedDict(f"{self.contract.name.capitalize()}Record", fields)  # type: ignore[misc]
         return with_config(ConfigDict(extra="forbid"))(record)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from pipelines.common.config import Config, DecisionConfig, ReleaseConfig
+from pipelines.common.search import SearchConfig
 
 
 class DataConfig(Config):
@@ -72,9 +73,9 @@ class EvaluateConfig(Config):
     shap_rows: int = 500
 
 
-class OptimizeConfig(Config):
-    n_trials: int = Field(20, ge=1)
-    timeout_seconds: float | None = 60
+class OptimizeConfig(SearchConfig):
+    """The search (backend, trials, Ray's resources: pipelines/common/search.py) plus XGBoost's stopping rule."""
+
     early_stopping_rounds: int = 50
     max_estimators: int = 1500
 
@@ -94,6 +95,9 @@ class GateConfig(DecisionConfig):
 class ExportConfig(ReleaseConfig):
     refit_on_train_and_valid: bool = True  # the shipped model sees valid too, once choices are made
     reference_rows: int = Field(2000, ge=10)
+    # Numeric inputs are served within the range of the run's validated data widened by this share of its
+    # width on each side (tenure 0..72 -> 0..108 at 0.5), never past the schema's own limits.
+    input_bounds_margin: float = Field(0.5, ge=0)
 
 
 class ChurnConfig(Config):

@@ -1,9 +1,13 @@
 """Load the Telco customers (the real CSV or a synthetic stand-in), validate them, and split them.
 
 Validation reads the CSV as raw text so it sees exactly what is in the file: blanks, stray spaces,
-typos. It reports every problem at once, each naming the column, the problem and up to
-MAX_EXAMPLE_ROWS example rows, and it never drops a row silently. Row numbers are the frame's index;
-for a frame from `read_raw_csv` that is the 0-based data row (the CSV line number minus 2).
+typos. Every column rule it applies comes from the schema's input specs (`schema.INPUTS`: allowed
+categories, a flag's values, minimum and maximum, whole numbers), the very specs the model contract
+carries and the serving codec enforces, so a value refused here is refused by serving too. One rule is
+reading's alone: a blank TotalCharges of a tenure-0 customer means "not billed yet" and becomes 0.0.
+It reports every problem at once, each naming the column, the problem and up to MAX_EXAMPLE_ROWS example
+rows, and it never drops a row silently. Row numbers are the frame's index; for a frame from
+`read_raw_csv` that is the 0-based data row (the CSV line number minus 2).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from modelpkg.contract import InputSpec
 from pipelines.churn import schema
 from pipelines.churn.synthetic import generate_customers
 
@@ -26,8 +31,6 @@ log = logging.getLogger(__name__)
 DATA_PATH_ENV = "CHURN_DATA"
 MAX_EXAMPLE_ROWS = 5
 MAX_EXAMPLE_VALUES = 3
-FLAG_VALUES = (0, 1)  # SeniorCitizen is published as a 0/1 flag
-FLAG_COLUMNS = ("SeniorCitizen",)
 UNBILLED_TOTAL_CHARGES = 0.0  # tenure-0 customers have not been billed yet
 
 
@@ -160,10 +163,11 @@ def _check_categories(column: str, text: pd.Series, allowed: tuple[str, ...], ki
 
 
 def _check_numbers(
-    column: str, text: pd.Series, blank_ok: pd.Series, blank_rule: str = ""
+    spec: InputSpec, text: pd.Series, blank_ok: pd.Series, blank_rule: str = ""
 ) -> tuple[pd.Series, list[str]]:
-    """Parse one numeric column; report blanks (unless `blank_ok`), text, values out of range."""
+    """Parse one numeric column; report blanks (unless `blank_ok`), text, and breaks of the spec's rules."""
     problems = []
+    column = spec.name
     stripped = text.str.strip()
     numbers = pd.to_numeric(stripped, errors="coerce")
     blank = stripped == ""
@@ -177,28 +181,37 @@ def _check_numbers(
             f"{column}: {_count(len(not_numeric), 'non-numeric value')} ({_values(not_numeric)}) "
             f"({_rows(not_numeric.index)})"
         )
-    minimum = schema.NUMERIC[column]
-    too_small = text[numbers < minimum]
-    if len(too_small):
-        problems.append(
-            f"{column}: {_count(len(too_small), 'value')} below the minimum {minimum:g} "
-            f"({_values(too_small)}) ({_rows(too_small.index)})"
-        )
-    if column in schema.INTEGER_COLUMNS:
-        fractional = text[numbers.notna() & (numbers != np.floor(numbers))]
-        if len(fractional):
-            problems.append(
-                f"{column}: {_count(len(fractional), 'non-integer value')} ({_values(fractional)}) "
-                f"({_rows(fractional.index)})"
-            )
-    if column in FLAG_COLUMNS:
-        not_flag = text[numbers.notna() & ~numbers.isin(FLAG_VALUES)]
-        if len(not_flag):
-            problems.append(
-                f"{column}: {_count(len(not_flag), 'value')} other than 0/1 ({_values(not_flag)}) "
-                f"({_rows(not_flag.index)})"
-            )
+    infinite = numbers.isin([np.inf, -np.inf])
+    numbers = numbers.mask(infinite)  # reported once, as what it is, not again as out of range
+    for rows, noun, detail in _rule_breaks(spec, numbers) + [(infinite, "non-finite value", "")]:
+        broken = text[rows]
+        if len(broken):
+            problems.append(f"{column}: {_count(len(broken), noun)}{detail} ({_values(broken)}) "
+                            f"({_rows(broken.index)})")
     return numbers, problems
+
+
+def _rule_breaks(spec: InputSpec, numbers: pd.Series) -> list[tuple[pd.Series, str, str]]:
+    """(rows, noun, what is wrong) for each rule of the spec a parsed number can break (NaN breaks none)."""
+    present = numbers.notna()
+    breaks = []
+    if spec.minimum is not None:
+        breaks.append((numbers < spec.minimum, "value", f" below the minimum {spec.minimum:g}"))
+    if spec.maximum is not None:
+        breaks.append((numbers > spec.maximum, "value", f" above the maximum {spec.maximum:g}"))
+    if spec.integer:
+        breaks.append((present & (numbers != np.floor(numbers)), "non-integer value", ""))
+    if spec.values is not None:
+        shown = "/".join(f"{value:g}" for value in spec.values)
+        breaks.append((present & ~numbers.isin(spec.values), "value", f" other than {shown}"))
+    return breaks
+
+
+def _blank_rule(spec: InputSpec, unbilled: pd.Series) -> tuple[pd.Series, str]:
+    """Which blanks a column may hold: only TotalCharges, and only for customers not billed yet."""
+    if spec.name == "TotalCharges":
+        return unbilled, " where tenure is not 0"
+    return pd.Series(False, index=unbilled.index), ""
 
 
 def _unbilled_rows(text: dict[str, pd.Series], index: pd.Index) -> pd.Series:
@@ -238,17 +251,15 @@ def validate_customers(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if schema.ID_COLUMN in text:
         problems += _check_ids(text[schema.ID_COLUMN])
         typed[schema.ID_COLUMN] = text[schema.ID_COLUMN]
-    for column, allowed in schema.CATEGORICAL.items():
-        if column in text:
-            problems += _check_categories(column, text[column], allowed, "category")
-            typed[column] = text[column]
-
     unbilled = _unbilled_rows(text, raw.index)
-    for column in schema.NUMERIC:
-        if column in text:
-            blank_rule = " where tenure is not 0" if column == "TotalCharges" else ""
-            blank_ok = unbilled if column == "TotalCharges" else pd.Series(False, index=raw.index)
-            typed[column], column_problems = _check_numbers(column, text[column], blank_ok, blank_rule)
+    for spec in schema.INPUTS:
+        if spec.name not in text:
+            continue
+        if spec.dtype == "string":
+            problems += _check_categories(spec.name, text[spec.name], tuple(spec.allowed), "category")
+            typed[spec.name] = text[spec.name]
+        else:
+            typed[spec.name], column_problems = _check_numbers(spec, text[spec.name], *_blank_rule(spec, unbilled))
             problems += column_problems
 
     if schema.LABEL_COLUMN in text:

@@ -42,13 +42,16 @@ def metrics_at_threshold(split: str, y_true, p_churn, threshold: float, cost) ->
     }
 
 
-def run_mlflow_evaluate(model_uri: str, test: pd.DataFrame) -> None:
-    """The standard classifier report; explainability off here (SHAP is done once, for XGBoost)."""
-    data = features(test).assign(**{schema.LABEL_COLUMN: target(test)})
+def run_mlflow_evaluate(model_uri: str, test: pd.DataFrame, train_run_id: str) -> None:
+    """The standard classifier report; explainability off here (SHAP is done once, for XGBoost).
+    Labels go in as booleans: MLflow reads 0/1 integers as "model type None" and warns on every run.
+    The data goes in as the test split's dataset, as the train stage (`train_run_id`) logged it."""
+    data = features(test).assign(**{schema.LABEL_COLUMN: target(test).astype(bool)})
+    dataset = tracking.split_dataset(data, "test", train_run_id, targets=schema.LABEL_COLUMN)
     mlflow.models.evaluate(
-        model=model_uri, data=data, targets=schema.LABEL_COLUMN, model_type="classifier",
-        evaluator_config={"metric_prefix": "test_", "log_model_explainability": False, "pos_label": 1,
-                          "label_list": [0, 1]},
+        model=model_uri, data=dataset, model_type="classifier",
+        evaluator_config={"metric_prefix": "test_", "log_model_explainability": False, "pos_label": True,
+                          "label_list": [False, True]},
     )
 
 
@@ -90,7 +93,7 @@ def evaluate_model(ctx: StageContext, name: str, uri: str, splits: dict[str, pd.
     p_test = model.predict_proba(features(splits["test"]))[:, 1]
     threshold = best_threshold(cost_curve(target(splits["valid"]), p_valid, config.cost))
     with tracking.child_run(name, model_name=name, project=ctx.project):
-        run_mlflow_evaluate(uri, splits["test"])
+        run_mlflow_evaluate(uri, splits["test"], ctx.run_id_of("train"))
         metrics = probability_metrics("test", target(splits["test"]), p_test)
         metrics |= metrics_at_threshold("test", target(splits["test"]), p_test, threshold, config.cost)
         metrics["threshold"] = threshold

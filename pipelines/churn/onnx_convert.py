@@ -33,11 +33,9 @@ def initial_types() -> list[tuple[str, object]]:
 
 
 def input_specs() -> list[InputSpec]:
-    """The contract's view of the same inputs: what serving validates each request against."""
-    return [InputSpec(name=name, dtype="string", allowed=list(values)) for name, values in schema.CATEGORICAL.items()] + [
-        InputSpec(name=name, dtype="float32", minimum=minimum, integer=name in schema.INTEGER_COLUMNS)
-        for name, minimum in schema.NUMERIC.items()
-    ]
+    """The contract's view of the same inputs, with the schema's rules (export adds the training data's
+    bounds: pipelines.churn.export.bounded_inputs)."""
+    return list(schema.INPUTS)
 
 
 def to_onnx(pipeline, name: str = "churn") -> onnx.ModelProto:

@@ -1,4 +1,5 @@
-"""Optimize stage: tune XGBoost with Optuna, gate it against the baseline, pick the cost-optimal threshold.
+"""Optimize stage: tune XGBoost (Optuna's sampler, in this process or on Ray Tune: `optimize.backend`), gate it
+against the baseline, pick the cost-optimal threshold.
 
 Honest by construction: trials are scored on a `tune` slice carved out of the training split, so the
 valid split stays unseen until the gate compares the tuned model with logistic regression on it. Early
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import mlflow
 import optuna
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
-from tqdm.auto import tqdm
 
 from pipelines.churn.evaluate import metrics_at_threshold
 from pipelines.churn.features import features, target
@@ -31,10 +32,10 @@ from pipelines.common import tracking
 from pipelines.common.bootstrap import Decision, decide
 from pipelines.common.plots import log_figure, new_figure
 from pipelines.common.runner import StageContext
+from pipelines.common.search import Outcome, Search, SearchResult, run_search
 
 log = logging.getLogger(__name__)
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is MLflow's job, not the log's
-TUNE_FRACTION = 0.25  # share of the training split held out to score Optuna trials
+TUNE_FRACTION = 0.25  # share of the training split held out to score the search's trials
 
 
 def suggest_params(trial: optuna.Trial) -> dict:
@@ -61,50 +62,53 @@ def fit_with_early_stopping(params: dict, fit_rows: pd.DataFrame, eval_rows: pd.
     return pipeline
 
 
-def search(ctx: StageContext, train: pd.DataFrame) -> tuple[dict, optuna.Study]:
-    """Optuna TPE search; each trial is a nested MLflow run with its params and tune-slice ROC-AUC."""
-    opt, seed = ctx.config.optimize, ctx.config.seed
-    fit_rows, tune_rows = train_test_split(train, test_size=TUNE_FRACTION, stratify=target(train), random_state=seed)
+@dataclass(frozen=True)
+class TuneObjective:
+    """One trial: fit with early stopping, score on the tune slice. The objective both search engines run
+    (a picklable object: Ray ships it, rows included, to its workers)."""
+
+    fit_rows: pd.DataFrame
+    tune_rows: pd.DataFrame
+    ctx: StageContext
+
+    def __call__(self, params: dict) -> Outcome:
+        model = fit_with_early_stopping(params, self.fit_rows, self.tune_rows, self.ctx)
+        score = roc_auc_score(target(self.tune_rows), model.predict_proba(features(self.tune_rows))[:, 1])
+        trees = model.named_steps["model"].best_iteration + 1
+        return Outcome(score, {"tune_roc_auc": score, "n_trees": trees}, {"n_estimators": trees})
+
+
+def search(ctx: StageContext, train: pd.DataFrame) -> tuple[dict, SearchResult]:
+    """TPE search on the configured engine; each trial is a nested MLflow run with its params and tune-slice
+    ROC-AUC. Trial 0 is the hand-set config: tuning can only match or beat it."""
+    fit_rows, tune_rows = train_test_split(train, test_size=TUNE_FRACTION, stratify=target(train),
+                                           random_state=ctx.config.seed)
     start = ctx.config.models.xgboost.model_dump(exclude={"n_estimators"})
-
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial)
-        with tracking.child_run(f"trial-{trial.number:03d}", project=ctx.project, optuna_trial=str(trial.number)):
-            model = fit_with_early_stopping(params, fit_rows, tune_rows, ctx)
-            score = roc_auc_score(target(tune_rows), model.predict_proba(features(tune_rows))[:, 1])
-            trees = model.named_steps["model"].best_iteration + 1
-            mlflow.log_params(params)
-            mlflow.log_metrics({"tune_roc_auc": score, "n_trees": trees})
-        trial.set_user_attr("n_estimators", trees)
-        return score
-
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.enqueue_trial(start)  # the hand-set config is trial 0: tuning can only match or beat it
-    with tqdm(total=opt.n_trials, desc="optuna trials", unit="trial") as bar:
-        study.optimize(objective, n_trials=opt.n_trials, timeout=opt.timeout_seconds,
-                       callbacks=[lambda study, trial: bar.update(1)])
-    best = study.best_trial.params | {"n_estimators": study.best_trial.user_attrs["n_estimators"]}
-    return best, study
+    result = run_search(Search(suggest_params, TuneObjective(fit_rows, tune_rows, ctx), ctx.config.seed, start,
+                               tags={"project": ctx.project}, label="xgboost trials"), ctx.config.optimize)
+    best = result.best_trial.params | {"n_estimators": result.best_trial.user_attrs["n_estimators"]}
+    return best, result
 
 
-def log_search_plot(study: optuna.Study) -> None:
-    trials = [t for t in study.trials if t.value is not None]
+def log_search_plot(result: SearchResult) -> None:
+    trials = result.trials
     fig, ax = new_figure()
     ax.plot([t.number for t in trials], [t.value for t in trials], "o", alpha=0.6, label="trial")
     best_so_far = pd.Series([t.value for t in trials]).cummax()
     ax.plot([t.number for t in trials], best_so_far, "-", color="tab:red", label="best so far")
-    ax.set(xlabel="trial", ylabel="tune ROC-AUC", title="Optuna search for XGBoost")
+    ax.set(xlabel="trial", ylabel="tune ROC-AUC", title=f"Optuna search for XGBoost ({result.backend})")
     ax.legend()
     log_figure(fig, "optuna/search.png")
 
 
 def gate(y_valid, p_candidate, p_baseline, config) -> tuple[Decision, str]:
     """The quality gate: the tuned candidate ships only when it beats the baseline by more than noise
-    (P(better) over paired resamples of the valid rows >= gate.confidence). On Telco the two are within
-    a few thousandths of ROC-AUC, well inside split-to-split noise, so the baseline usually ships."""
+    (the lower end of its gain's paired-bootstrap interval on the valid rows > gate.min_gain). On Telco
+    the two are within a few thousandths of ROC-AUC, well inside split-to-split noise, so the baseline
+    usually ships."""
     rule = config.gate
     decision = decide(y_valid, p_baseline, p_candidate, metric=rule.metric, samples=rule.bootstrap_samples,
-                      confidence=rule.confidence, seed=config.seed)
+                      confidence=rule.confidence, seed=config.seed, min_gain=rule.min_gain)
     shipped = CANDIDATE if decision.passed else BASELINE
     return decision, f"{decision.reason(f'tuned {CANDIDATE}', BASELINE, 'valid')}: {shipped} ships"
 
@@ -117,8 +121,9 @@ def log_gate(decision: Decision, reason: str) -> None:
 def run(ctx: StageContext) -> None:
     config = ctx.config
     train, valid, test = (load_split(ctx, name) for name in ("train", "valid", "test"))
-    best_params, study = search(ctx, train)
-    log_search_plot(study)
+    best_params, result = search(ctx, train)
+    log_search_plot(result)
+    mlflow.log_metric("search_seconds", result.wall_seconds)
     mlflow.log_params({f"best.{k}": v for k, v in best_params.items()})
 
     tuned = xgboost_pipeline(best_params, config.seed).fit(features(train), target(train))

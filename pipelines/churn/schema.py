@@ -1,8 +1,14 @@
-"""The Telco customer schema: one place that names every column, its type and allowed values.
+"""The Telco customer schema: one place that names every column, its type and its rules.
 
-Validation, feature engineering, the synthetic generator and the model contract all read from here,
-so a new category or column is a one-line change that every stage sees.
+`INPUTS` is the one definition of every model input's rules (allowed categories, a flag's values,
+minimum, whole numbers), as contract input specs: the training validator (pipelines/churn/data.py) checks
+the data with them, export writes them into the contract with bounds from the training data, and the
+tabular codec enforces them on every served, batch-scored or replayed record. Feature engineering and the
+synthetic generator read the names from here too, so a new category or column is a one-line change that
+every stage sees.
 """
+
+from modelpkg.contract import InputSpec
 
 ID_COLUMN = "customerID"
 LABEL_COLUMN = "Churn"
@@ -35,17 +41,22 @@ CATEGORICAL: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# Numeric columns with the smallest value a real customer can have. SeniorCitizen is a 0/1 flag in the
-# source data and is kept numeric, as published.
-NUMERIC: dict[str, float] = {
-    "SeniorCitizen": 0.0,
-    "tenure": 0.0,
-    "MonthlyCharges": 0.0,
-    "TotalCharges": 0.0,
-}
-INTEGER_COLUMNS = ("SeniorCitizen", "tenure")
+FLAG = [0.0, 1.0]  # SeniorCitizen is published as a 0/1 flag: a number to the model, a category to monitoring
+NO_CHARGE = 0.0  # the smallest amount a customer can be billed
 
-FEATURES: tuple[str, ...] = tuple(CATEGORICAL) + tuple(NUMERIC)
+# Every model input with its rules, in the graph's order: categories first, then numbers. Numeric upper
+# bounds are not written here: export takes them from the training data (ExportConfig.input_bounds_margin).
+INPUTS: tuple[InputSpec, ...] = (
+    *(InputSpec(name=name, dtype="string", allowed=list(values)) for name, values in CATEGORICAL.items()),
+    InputSpec(name="SeniorCitizen", dtype="float32", values=FLAG, integer=True, description="1 = a senior citizen"),
+    InputSpec(name="tenure", dtype="float32", minimum=0.0, integer=True, description="months with the company"),
+    InputSpec(name="MonthlyCharges", dtype="float32", minimum=NO_CHARGE, description="current monthly bill"),
+    InputSpec(name="TotalCharges", dtype="float32", minimum=NO_CHARGE, description="billed so far"),
+)
+NUMERIC: tuple[str, ...] = tuple(spec.name for spec in INPUTS if spec.dtype != "string")
+INTEGER_COLUMNS: tuple[str, ...] = tuple(spec.name for spec in INPUTS if spec.integer)
+
+FEATURES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 # Column order of the published CSV, used to check and to write data.
 CSV_COLUMNS: tuple[str, ...] = (
     ID_COLUMN, "gender", "SeniorCitizen", "Partner", "Dependents", "tenure", "PhoneService",

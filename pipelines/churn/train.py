@@ -70,7 +70,7 @@ def with_extra_rows(train: pd.DataFrame, extra: pd.DataFrame | None) -> pd.DataF
 def log_splits(splits: dict[str, pd.DataFrame]) -> None:
     for name, frame in splits.items():
         mlflow.log_metrics({f"{name}_rows": len(frame), f"{name}_churn_rate": float(target(frame).mean())})
-        tracking.log_frame(frame, f"splits/{name}.parquet")
+        tracking.log_split(frame, name, targets=schema.LABEL_COLUMN)
 
 
 def train_classifiers(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> dict[str, str]:
@@ -123,7 +123,7 @@ def train_regression(ctx: StageContext, splits: dict[str, pd.DataFrame]) -> None
 
 def load_split(ctx: StageContext, name: str) -> pd.DataFrame:
     """Read back a split this stage logged (in this invocation, or an earlier one)."""
-    return pd.read_parquet(ctx.artifact("train", f"splits/{name}.parquet"))
+    return pd.read_parquet(ctx.artifact("train", tracking.split_artifact(name)))
 
 
 def load_model_uris(ctx: StageContext) -> dict:

@@ -47,12 +47,36 @@ def load_config(path: str | Path, schema: type[C]) -> C:
 
 
 class DecisionConfig(Config):
-    """The paired-bootstrap promotion rule (pipelines.common.bootstrap.decide): which metric, how many
-    resamples, and the P(challenger better) a challenger needs. Gate, export and retraining each carry one."""
+    """The paired-bootstrap rule (pipelines.common.bootstrap.decide): which metric, how many resamples, the
+    confidence of the gain's lower bound and the margin it must clear. Gate, export and retraining each
+    carry one."""
 
     metric: Literal["roc_auc", "log_loss", "macro_f1"] = "roc_auc"
     bootstrap_samples: int = Field(1000, ge=100)
-    confidence: float = Field(0.8, gt=0.5, lt=1)
+    confidence: float = Field(0.8, gt=0.5, lt=1)  # the gain's lower bound holds with this probability
+    min_gain: float = Field(0.0, ge=0)  # ... and must exceed this (metric units; 0: any sure gain wins)
+
+
+class OutcomeCosts(Config):
+    """What one decision costs a binary model's owner, per row, by outcome (positive = the contract's
+    positive label, predicted at the model's served threshold)."""
+
+    true_positive: float = Field(ge=0)
+    false_positive: float = Field(ge=0)
+    false_negative: float = Field(ge=0)
+    true_negative: float = Field(0.0, ge=0)
+
+
+class PromotionConfig(DecisionConfig):
+    """The guards an automatic promotion passes besides the gain (pipelines.common.promotion): enough judge
+    rows, no regression on the curated test split nor on cost at the served threshold, a cooldown."""
+
+    min_judge_rows: int = Field(200, ge=100)  # fewer labelled rows to judge on: no promotion
+    test_metrics: list[Literal["roc_auc", "log_loss", "macro_f1"]] = Field(
+        default_factory=lambda: ["roc_auc", "log_loss"], min_length=1)  # registered `test_<metric>`s compared
+    test_tolerance: float = Field(0.01, ge=0)  # challenger may trail the champion by this much, no more
+    cost_tolerance: float = Field(0.02, ge=0)  # cost per row may rise by this share, no more
+    cooldown_hours: float = Field(24.0, ge=0)  # since the last promotion (registry tag)
 
 
 class ReleaseConfig(Config):

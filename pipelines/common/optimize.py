@@ -1,7 +1,9 @@
 """The optimize stage of a torch classifier (vision, text): ONNX export, parity, int8, one table, one choice.
 
 1. ONNX export (the project's own `export` callable: its inputs and dynamic axes), `probabilities` + `logits`
-   out; logits parity with torch on the whole test split (fails the stage above `parity_atol`).
+   out, and `embedding` (the head's input projected onto `embedding_components` principal directions fitted
+   on the validation split: what monitoring drift-tests); logits parity with torch on the whole test split
+   (fails the stage above `parity_atol`), embedding parity on its first batch.
 2. onnxruntime INT8: dynamic (weights int8, activations scaled per batch at run time) and static QDQ
    (activations calibrated on real validation inputs, per-channel weights).
 3. One table, same threads for all: size, batch-1 latency (median of `latency_repeats` runs), throughput at
@@ -11,11 +13,13 @@
    probability moves when the input is scored inside a batch) is a second bound: dynamic int8 scales
    activations per batch, so its answer for an input depends on its neighbours, which micro-batching in
    the server must not allow.
-Outputs: `shipped/<variant>.onnx`, `optimize.json` (variant, artifact, reason, table), `optimize/table.*`.
+Outputs: `shipped/<variant>.onnx`, `optimize.json` (variant, artifact, reason, table, the contract fields of
+the graph's outputs), `optimize/table.*`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,7 @@ from pipelines.common.onnx_parity import check_parity
 from pipelines.common.quantize import (BATCH_EFFECT, Variant, choose_variant, cpu_flags, cpu_note,
                                        quantize_dynamic_int8, quantize_static_int8, speed_table)
 from pipelines.common.runner import StageContext
-from pipelines.common.torch_onnx import LOGITS, PROBABILITIES
+from pipelines.common.torch_onnx import EMBEDDING, LOGITS, PROBABILITIES, Embedding, fit_projection, head_features
 
 log = logging.getLogger(__name__)
 FP32, TORCH = "onnx_fp32", "torch_fp32"
@@ -51,6 +55,8 @@ class OptimizeConfig(Config):
     reduce_range: Literal["auto"] | bool = "auto"  # static int8 7-bit weights; auto: on when the CPU lacks VNNI
     symbolic_shapes: bool = True  # False for graphs onnxruntime's symbolic shape inference cannot follow (BERT)
     parity_atol: float = 1e-4  # ONNX fp32 logits vs torch, on the whole test split
+    embedding_components: int = Field(8, ge=0)  # principal components of the head input exported for drift; 0: none
+    embedding_atol: float = Field(1e-3, gt=0)  # ONNX fp32 embedding vs torch (unit-variance components)
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,8 @@ class Inputs:
     feeds: Callable[[Sequence], dict[str, np.ndarray]]
     forward: Callable[[Sequence], Any]  # torch, under no_grad: what the latency of eager torch is measured on
     logits: Callable[[Sequence], np.ndarray]  # torch logits of many inputs (batched by the project)
-    export: Callable[[Path], Path]  # writes the fp32 ONNX graph, returns its path
+    export: Callable[[Path, Embedding | None], Path]  # writes the fp32 ONNX graph (export_onnx), returns its path
+    head: torch.nn.Module  # the classification head: its input is the embedding monitoring watches
     latency_example: Sequence  # one input, as a slice (the text of median length; any image)
     latency_batch: Sequence  # 32 inputs: the throughput column
 
@@ -82,19 +89,68 @@ def onnx_outputs(session, inputs: Inputs, items: Sequence, output: str, batch_si
                            for i in range(0, len(items), batch_size)])
 
 
+def batches(items: Sequence, size: int = 64) -> list[Sequence]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def fit_embedding(inputs: Inputs, components: int) -> Embedding | None:
+    """The projection of the head's input, fitted on the validation inputs (the calibration set)."""
+    if components == 0:
+        return None
+    features = head_features(inputs.head, [lambda b=b: inputs.forward(b) for b in batches(inputs.calibration)])
+    return Embedding(inputs.head, fit_projection(features, components))
+
+
+def check_embedding(session, inputs: Inputs, embedding: Embedding, atol: float) -> float:
+    """The graph's embedding output equals torch's projected head input (first test batch): a projection
+    exported wrong would otherwise go unnoticed, as monitoring would compare like with like."""
+    first = inputs.test[:64]
+    expected = embedding.projection.apply(head_features(embedding.head, [lambda: inputs.forward(first)]))
+    gap = float(np.abs(session.run([EMBEDDING], inputs.feeds(first))[0] - expected).max())
+    if gap > atol:
+        raise ValueError(f"ONNX embedding output differs from torch by {gap:.2e} (> {atol}): export is broken")
+    return gap
+
+
+def graph_contract_fields(embedding: Embedding | None) -> dict:
+    """What the shipped graph's outputs mean, for the contract the export stage writes."""
+    fields = {"probability_output": PROBABILITIES}
+    if embedding is not None:
+        fields |= {"embedding_output": EMBEDDING, "embedding_size": embedding.projection.size}
+    return fields
+
+
+@dataclass(frozen=True)
+class ShippedGraph:
+    path: Path
+    variant: str
+    contract_fields: dict
+
+
+def shipped_graph(ctx: StageContext) -> ShippedGraph:
+    """The graph the optimize stage chose, for the export stage (same run chain)."""
+    shipped = json.loads(ctx.artifact("optimize", "optimize.json").read_text())
+    return ShippedGraph(ctx.artifact("optimize", shipped["artifact"]), shipped["variant"], shipped["contract"])
+
+
 def run_optimize(ctx: StageContext, inputs: Inputs, settings: OptimizeConfig) -> None:
     torch.set_num_threads(settings.threads)
     quality_name = f"test_{settings.quality}"
     threads = SessionSettings(intra_op_threads=settings.threads, inter_op_threads=1)
     reduce_range = uses_reduce_range(settings.reduce_range)
     with tracking.temporary_dir() as tmp:
-        paths = {FP32: inputs.export(tmp / "fp32.onnx")}
+        embedding = fit_embedding(inputs, settings.embedding_components)
+        paths = {FP32: inputs.export(tmp / "fp32.onnx", embedding)}
         sessions = {FP32: open_session(paths[FP32], threads)}
         torch_logits = inputs.logits(inputs.test)
         parity = check_parity(torch_logits, onnx_outputs(sessions[FP32], inputs, inputs.test, LOGITS, 64),
                               atol=settings.parity_atol)
         mlflow.log_metrics(parity.as_metrics("test_onnx_logits"))
         log.info("ONNX fp32 logits parity on %d test inputs: max |diff| %.2e", parity.rows, parity.max_abs_diff)
+        if embedding is not None:
+            gap = check_embedding(sessions[FP32], inputs, embedding, settings.embedding_atol)
+            mlflow.log_metric("test_onnx_embedding_max_abs_diff", gap)
+            log.info("ONNX embedding output (%d components) vs torch: max |diff| %.2e", embedding.projection.size, gap)
         if "dynamic" in settings.quantization:
             paths["onnx_int8_dynamic"] = quantize_dynamic_int8(paths[FP32], tmp / "int8_dynamic.onnx")
         if "static" in settings.quantization:
@@ -135,6 +191,7 @@ def run_optimize(ctx: StageContext, inputs: Inputs, settings: OptimizeConfig) ->
     mlflow.log_metrics({f"{name}_{column}": float(value) for name, row in table.iterrows() for column, value in row.items()})
     mlflow.set_tags({"shipped_variant": shipped, "variant_decision": reason, "cpu_flags": note})
     tracking.log_json({"variant": shipped, "artifact": shipped_artifact, "reason": reason, "cpu": note,
-                       "table": table.reset_index().to_dict(orient="records")}, "optimize.json")
+                       "table": table.reset_index().to_dict(orient="records"),
+                       "contract": graph_contract_fields(embedding)}, "optimize.json")
     ctx.summary |= {"speed_table": f"Speed and quality, {settings.threads} threads ({note}):\n{text}",
                     "shipped_variant": reason, "onnx_logits_parity_max_abs_diff": parity.max_abs_diff}

@@ -13,7 +13,10 @@ module does the rest, the same way for tabular, image and text models:
 4. the package is logged as an MLflow ONNX model and registered as a new version;
 5. the alias: retraining registers a `challenger` for monitoring to judge; otherwise the new version
    becomes `champion` when there is none yet, or when it beats the current champion on this test split
-   by the paired-bootstrap rule (pipelines.common.bootstrap.decide).
+   by the paired-bootstrap rule (pipelines.common.bootstrap.decide: the lower end of the gain's interval
+   above `promotion.min_gain`), moved by compare-and-set and recorded (pipelines.common.registry.promote).
+   The guards of an automatic promotion (pipelines.common.promotion: cost on traffic, cooldown) are for
+   monitoring's retraining; a person who runs the pipeline decides to release.
 """
 
 from __future__ import annotations
@@ -79,31 +82,33 @@ def build_contract(ctx: StageContext, fields: dict, metrics: dict[str, float]) -
 def log_reference(predictor: Predictor, valid: pd.DataFrame, test: pd.DataFrame, max_rows: int, seed: int) -> None:
     """What monitoring compares production with: held-out rows and this very package's predictions."""
     sample = valid.sample(n=min(max_rows, len(valid)), random_state=seed).reset_index(drop=True)
-    columns = prediction_columns(predictor.score_rows(stored_rows(sample)), predictor.contract)
+    probabilities, embeddings = predictor.score_rows_with_embeddings(stored_rows(sample))
+    columns = prediction_columns(probabilities, predictor.contract, embeddings)
     tracking.log_frame(sample.assign(**columns), REFERENCE_ARTIFACT)
     tracking.log_frame(test.reset_index(drop=True), HOLDOUT_ARTIFACT)
 
 
-def compare_with_champion(ctx: StageContext, rows: list[dict], y: np.ndarray, p_new: np.ndarray,
-                          rule: DecisionConfig, labels: list[str]) -> tuple[str | None, str, Decision | None]:
+def compare_with_champion(ctx: StageContext, rows: list[dict], y: np.ndarray, p_new: np.ndarray, rule: DecisionConfig,
+                          labels: list[str]) -> tuple[str | None, str, Decision | None, str | None]:
+    """(alias for the new version, why, the decision, the champion version it was judged against)."""
     if ctx.alias == registry.CHALLENGER:
-        return registry.CHALLENGER, "retraining: registered as challenger for monitoring to judge", None
+        return registry.CHALLENGER, "retraining: registered as challenger for monitoring to judge", None, None
     if registry.version_for_alias(ctx.project, registry.CHAMPION) is None:
-        return registry.CHAMPION, "first version: becomes champion", None
+        return registry.CHAMPION, "first version: becomes champion", None, None
     with tracking.temporary_dir() as tmp:
         champion = load_model(ctx.project, alias=registry.CHAMPION, dst_path=tmp)
         if champion.contract.labels != labels:  # probability columns would mean different classes
             return None, (f"champion v{champion.version} has classes {champion.contract.labels}, this version "
-                          f"{labels}: not comparable, champion kept; move the alias by hand once checked"), None
+                          f"{labels}: not comparable, champion kept; move the alias by hand once checked"), None, None
         try:
             p_champion = Predictor(champion.files).score_rows(rows)
         except (InvalidRequest, KeyError, ValueError) as error:
             return None, (f"champion v{champion.version} cannot score this run's test rows ({error}): champion kept; "
-                          f"move the alias by hand once the new version is checked"), None
+                          f"move the alias by hand once the new version is checked"), None, None
     decision = decide_promotion(y, p_champion, p_new, metric=rule.metric, samples=rule.bootstrap_samples,
-                                confidence=rule.confidence, seed=ctx.config.seed)
+                                confidence=rule.confidence, seed=ctx.config.seed, min_gain=rule.min_gain)
     why = decision.reason("new version", f"champion v{champion.version}", "test")
-    return (registry.CHAMPION if decision.passed else None), why, decision
+    return (registry.CHAMPION if decision.passed else None), why, decision, str(champion.version)
 
 
 def release(ctx: StageContext, candidate: Candidate, settings: ReleaseConfig) -> Released:
@@ -129,11 +134,14 @@ def release(ctx: StageContext, candidate: Candidate, settings: ReleaseConfig) ->
         model_uri = log_model(files, signature=candidate.signature, pip_requirements=candidate.pip_requirements,
                               metadata={"threshold": contract.threshold})
 
-        alias, why, decision = compare_with_champion(ctx, rows, y, p_test, settings.promotion, contract.labels)
+        alias, why, decision, judged = compare_with_champion(ctx, rows, y, p_test, settings.promotion,
+                                                             contract.labels)
     if decision is not None:
         mlflow.log_metrics(decision.as_metrics("promotion"))
     version = registry.register_version(model_uri, ctx.project, tags=version_tags(contract))
-    if alias:
+    if alias == registry.CHAMPION and judged is not None:  # a promotion: compare-and-set, recorded for the cooldown
+        registry.promote(ctx.project, version, expected_champion=judged)
+    elif alias:
         registry.set_alias(ctx.project, alias, version)
     mlflow.set_tags({"registered_version": version, "alias_decision": why[:5000]})
     log.info("registered %s version %s: %s", ctx.project, version, why)

@@ -26,6 +26,18 @@ from pydantic import BaseModel
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+# MLflow 3's UI opens an experiment by this tag: without it, on the GenAI overview instead of the runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# Libraries whose INFO lines (one per logged model, evaluation, request or DB migration) bury our own log.
+NOISY_LOGGERS = ("alembic", "mlflow", "urllib3", "httpx", "matplotlib", "shap", "numba", "optuna", "evidently")
+# Warnings MLflow raises on every run that say nothing about ours:
+QUIET_WARNINGS = (
+    # every project validates its data before a model sees it, so no integer column can carry a missing
+    # value: MLflow's hint about that (one screenful per logged model) is only noise;
+    "Hint: Inferred schema contains integer",
+    # a local path matches MLflow's two registrations of the same local dataset source.
+    "The specified dataset source can be interpreted in multiple ways",
+)
 TRACKED_PACKAGES = (
     "mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "onnx", "onnxruntime", "skl2onnx",
     "onnxmltools", "optuna", "torch", "torchvision", "transformers", "peft", "evidently",
@@ -45,14 +57,21 @@ def artifact_root(uri: str) -> str | None:
     return (db_path.parent.resolve() / "artifacts").as_uri()
 
 
+def quiet_libraries() -> None:
+    """Keep library chatter out of every command's output (pipelines, monitoring, benchmarks): their
+    warnings still show, their INFO lines and MLflow's per-run notices do not."""
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
 def configure_tracking(experiment: str) -> str:
     """Point MLflow at the store and select (creating if needed) the experiment; returns its id."""
     uri = tracking_uri()
     # Small local artifacts: a progress bar per download is noise in the pipeline's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Every project validates its data before a model sees it, so no integer column can carry a
-    # missing value: MLflow's hint about that (one screenful per logged model) is only noise.
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+    quiet_libraries()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -63,6 +82,8 @@ def configure_tracking(experiment: str) -> str:
         experiment_id = found.experiment_id
     else:
         experiment_id = client.create_experiment(experiment, artifact_location=artifact_root(uri))
+    if found is None or found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # older experiments too
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -211,3 +232,48 @@ def log_frame(frame, artifact_file: str) -> None:
         path = tmp / Path(artifact_file).name
         frame.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), str(Path(artifact_file).parent))
+
+
+def pandas_dataset(frame, *, name: str, source: str, targets: str | None = None):
+    """`frame` as an MLflow dataset: its name, where it lives, its digest and schema (what the UI shows).
+    A source MLflow cannot name (a remote artifact URI) falls back to MLflow's default, the code."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.data.from_pandas(frame, source=source, name=name, targets=targets)
+    except MlflowException:
+        log.debug("dataset %s: MLflow cannot resolve source %s; recording the code as its source", name, source)
+        return mlflow.data.from_pandas(frame, name=name, targets=targets)
+
+
+def log_dataset(dataset, context: str) -> None:
+    """Record a dataset as an input of the active run and of its pipeline run, with its context (train,
+    valid, test, monitoring): the runs table's Dataset column, and the lineage from data to model."""
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
+
+    mlflow.log_input(dataset, context=context)
+    parent = mlflow.active_run().data.tags.get(MLFLOW_PARENT_RUN_ID)
+    if parent:
+        tagged = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        MlflowClient().log_inputs(parent, datasets=[tagged])
+
+
+def split_artifact(split: str) -> str:
+    return f"splits/{split}.parquet"
+
+
+def split_dataset(frame, split: str, run_id: str, targets: str | None = None):
+    """A split as the dataset `<experiment>-<split>`, sourced at the Parquet file run `run_id` stored it in:
+    the train stage that logs it and every later stage that reads it name it alike."""
+    run = MlflowClient().get_run(run_id)
+    experiment = MlflowClient().get_experiment(run.info.experiment_id).name
+    return pandas_dataset(frame, name=f"{experiment}-{split}", targets=targets,
+                          source=f"{run.info.artifact_uri}/{split_artifact(split)}")
+
+
+def log_split(frame, split: str, targets: str | None = None) -> None:
+    """A split (`train`, `valid`, `test`, ...) as `splits/<split>.parquet` and as the run's dataset of
+    that context."""
+    log_frame(frame, split_artifact(split))
+    log_dataset(split_dataset(frame, split, mlflow.active_run().info.run_id, targets), context=split)

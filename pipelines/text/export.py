@@ -9,8 +9,6 @@ agreement on every test text is the tokenizer parity serving relies on.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 
@@ -18,6 +16,7 @@ from modelpkg.codecs import DEFAULT_MAX_BATCH
 from modelpkg.contract import InputSpec
 from modelpkg.runtime import open_session
 from pipelines.common import tracking
+from pipelines.common.optimize import shipped_graph
 from pipelines.common.release import Candidate, release
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_onnx import PROBABILITIES
@@ -27,18 +26,18 @@ from pipelines.text.train import load_split, load_trained
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def contract_fields(graph: onnx.ModelProto, labels: list[str], variant: str, config) -> dict:
+def contract_fields(graph: onnx.ModelProto, labels: list[str], graph_fields: dict, variant: str, config) -> dict:
     inputs = [InputSpec(name=node.name, dtype="int64", shape=[None, None]) for node in graph.graph.input]
     return dict(kind="text_classifier", model_type=f"{config.model.base_model}-lora-r{config.lora.r} ({variant})",
-                inputs=inputs, probability_output=PROBABILITIES, labels=labels, assets=[TOKENIZER_FILE],
+                inputs=inputs, **graph_fields, labels=labels, assets=[TOKENIZER_FILE],
                 preprocessing={"tokenizer": TOKENIZER_FILE, "max_length": config.model.max_length,
                                "pad_token": "[PAD]", "unknown_token": "[UNK]"})
 
 
 def run(ctx: StageContext) -> None:
     config = ctx.config
-    shipped = json.loads(ctx.artifact("optimize", "optimize.json").read_text())
-    graph_path = ctx.artifact("optimize", shipped["artifact"])
+    shipped = shipped_graph(ctx)
+    graph_path = shipped.path
     _, tokenizer, labels = load_trained(ctx)
     test, valid = load_split(ctx, "test"), load_split(ctx, "valid")
     with tracking.temporary_dir() as tmp:
@@ -50,7 +49,7 @@ def run(ctx: StageContext) -> None:
         release(ctx, Candidate(
             onnx_bytes=graph_path.read_bytes(),
             contract_fields=contract_fields(onnx.load(str(graph_path), load_external_data=False), labels,
-                                            shipped["variant"], config),
+                                            shipped.contract_fields, shipped.variant, config),
             native_test=np.asarray(native), test=test, valid=valid, assets={TOKENIZER_FILE: tmp / TOKENIZER_FILE},
             pip_requirements=tracking.pinned_requirements("onnxruntime", "tokenizers"),
         ), config.export)

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipelines.common.optimize import Inputs, run_optimize
 from pipelines.common.runner import StageContext
-from pipelines.common.torch_onnx import export_onnx
+from pipelines.common.torch_onnx import Embedding, export_onnx
 from pipelines.text.model import encode, predict_logits
 from pipelines.text.train import label_ids, load_split, load_trained
 
@@ -29,11 +29,11 @@ def onnx_outputs(session, tokenizer, texts: list[str], max_length: int, output: 
                            for i in range(0, len(texts), batch_size)])
 
 
-def export_fp32(model, tokenizer, path, max_length: int):
+def export_fp32(model, tokenizer, path, max_length: int, embedding: Embedding | None):
     """Traced with batch 2 and two lengths: an axis of size 1 in the example could be fixed by the exporter."""
     example = encode(tokenizer, ["a short example text", "and a second, somewhat longer example text"], max_length)
     return export_onnx(model, tuple(example[name] for name in INPUTS), path, input_names=INPUTS,
-                       dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUTS})
+                       dynamic_axes={name: {0: "batch", 1: "sequence"} for name in INPUTS}, embedding=embedding)
 
 
 def median_length_text(texts: list[str], tokenizer) -> str:
@@ -51,6 +51,7 @@ def run(ctx: StageContext) -> None:
         feeds=lambda items: onnx_feeds(tokenizer, list(items), max_length),
         forward=lambda items: model(**encode(tokenizer, list(items), max_length)),
         logits=lambda items: predict_logits(model, tokenizer, list(items), max_length),
-        export=lambda path: export_fp32(model, tokenizer, path, max_length),
+        export=lambda path, embedding: export_fp32(model, tokenizer, path, max_length, embedding),
+        head=model.classifier,  # its input: the pooled [CLS] vector the classifier reads
         latency_example=[median_length_text(texts, tokenizer)], latency_batch=(texts * 32)[:32],
     ), ctx.config.optimize)

@@ -60,7 +60,7 @@ def load_and_split(ctx: StageContext) -> tuple[dict[str, pd.DataFrame], list[str
     splits["train"] = with_extra_rows(ctx, splits)
     labels = labels_of(ctx, data.frame)
     for name, frame in splits.items():
-        tracking.log_frame(frame.reset_index(drop=True), f"splits/{name}.parquet")
+        tracking.log_split(frame.reset_index(drop=True), name, targets="label")
         mlflow.log_metric(f"{name}_rows", len(frame))
     balance = {name: frame["label"].value_counts().to_dict() for name, frame in splits.items()}
     tracking.log_json(balance, "data/class_balance.json")
@@ -187,7 +187,7 @@ def run(ctx: StageContext) -> None:
 
 
 def load_split(ctx: StageContext, name: str) -> pd.DataFrame:
-    return pd.read_parquet(ctx.artifact("train", f"splits/{name}.parquet"))
+    return pd.read_parquet(ctx.artifact("train", tracking.split_artifact(name)))
 
 
 def load_trained(ctx: StageContext):

@@ -10,14 +10,13 @@ parity serving relies on.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 
 from modelpkg.contract import InputSpec
 from modelpkg.runtime import open_session
 from pipelines.common import tracking
+from pipelines.common.optimize import shipped_graph
 from pipelines.common.release import Candidate, release
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_onnx import PROBABILITIES
@@ -26,10 +25,10 @@ from pipelines.vision.optimize import INPUT
 from pipelines.vision.train import load_split, load_trained, split_images
 
 
-def contract_fields(labels: list[str], variant: str, settings, config) -> dict:
+def contract_fields(labels: list[str], graph_fields: dict, variant: str, settings, config) -> dict:
     shape = [None, 3, settings.height, settings.width]
     return dict(kind="image_classifier", model_type=f"resnet18 ({config.model.weights} weights, {variant})",
-                inputs=[InputSpec(name=INPUT, dtype="float32", shape=shape)], probability_output=PROBABILITIES,
+                inputs=[InputSpec(name=INPUT, dtype="float32", shape=shape)], **graph_fields,
                 labels=labels, preprocessing=settings.model_dump())
 
 
@@ -41,14 +40,14 @@ def native_probabilities(graph_path, images) -> np.ndarray:
 
 def run(ctx: StageContext) -> None:
     config = ctx.config
-    shipped = json.loads(ctx.artifact("optimize", "optimize.json").read_text())
-    graph_path = ctx.artifact("optimize", shipped["artifact"])
+    shipped = shipped_graph(ctx)
+    graph_path = shipped.path
     _, labels, settings = load_trained(ctx)
     test, valid = load_split(ctx, "test"), load_split(ctx, "valid")
     onnx.checker.check_model(str(graph_path))
     release(ctx, Candidate(
         onnx_bytes=graph_path.read_bytes(),
-        contract_fields=contract_fields(labels, shipped["variant"], settings, config),
+        contract_fields=contract_fields(labels, shipped.contract_fields, shipped.variant, settings, config),
         native_test=native_probabilities(graph_path, to_tensor(split_images(test), settings)),
         test=test.drop(columns=["row"]), valid=valid.drop(columns=["row"]),
         pip_requirements=tracking.pinned_requirements("onnxruntime", "pillow"),

@@ -14,7 +14,7 @@ import torch
 
 from pipelines.common.optimize import Inputs, run_optimize
 from pipelines.common.runner import StageContext
-from pipelines.common.torch_onnx import export_onnx
+from pipelines.common.torch_onnx import Embedding, export_onnx
 from pipelines.vision.evaluate import class_ids
 from pipelines.vision.model import predict_logits, to_tensor
 from pipelines.vision.train import load_split, load_trained, split_images
@@ -22,9 +22,10 @@ from pipelines.vision.train import load_split, load_trained, split_images
 INPUT = "image"
 
 
-def export_fp32(model: torch.nn.Module, images: torch.Tensor, path):
+def export_fp32(model: torch.nn.Module, images: torch.Tensor, path, embedding: Embedding | None):
     """Traced with a batch of 2 (an axis of size 1 in the example could be fixed by the exporter)."""
-    return export_onnx(model, (images[:2],), path, input_names=[INPUT], dynamic_axes={INPUT: {0: "batch"}})
+    return export_onnx(model, (images[:2],), path, input_names=[INPUT], dynamic_axes={INPUT: {0: "batch"}},
+                       embedding=embedding)
 
 
 def run(ctx: StageContext) -> None:
@@ -37,6 +38,7 @@ def run(ctx: StageContext) -> None:
         feeds=lambda items: {INPUT: np.ascontiguousarray(items.numpy() if isinstance(items, torch.Tensor) else items)},
         forward=lambda items: model(items),
         logits=lambda items: predict_logits(model, items),
-        export=lambda path: export_fp32(model, images, path),
+        export=lambda path, embedding: export_fp32(model, images, path, embedding),
+        head=model.fc,  # its input: the 512 pooled features of the last block
         latency_example=images[:1], latency_batch=images[:32].repeat(-(-32 // len(images)), 1, 1, 1)[:32],
     ), ctx.config.optimize)

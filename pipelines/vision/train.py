@@ -51,7 +51,7 @@ def load_and_split(ctx: StageContext) -> tuple[ImageData, dict[str, np.ndarray]]
                            test_fraction=config.split.test_fraction,
                            seed=config.seed if config.split.seed is None else config.split.seed)
     for name, rows in splits.items():
-        tracking.log_frame(images_frame(data, rows), f"splits/{name}.parquet")
+        tracking.log_split(images_frame(data, rows), name, targets="label")
         mlflow.log_metric(f"{name}_rows", len(rows))
     tracking.log_json({name: {data.classes[c]: int(n) for c, n in zip(*np.unique(data.labels[rows], return_counts=True))}
                        for name, rows in splits.items()}, "data/class_balance.json")
@@ -116,7 +116,7 @@ def run(ctx: StageContext) -> None:
 
 # ------------------------------------------------------------------------------ read by later stages
 def load_split(ctx: StageContext, name: str) -> pd.DataFrame:
-    return pd.read_parquet(ctx.artifact("train", f"splits/{name}.parquet"))
+    return pd.read_parquet(ctx.artifact("train", tracking.split_artifact(name)))
 
 
 def split_images(frame: pd.DataFrame) -> np.ndarray:

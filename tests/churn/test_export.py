@@ -21,7 +21,7 @@ from modelpkg.contract import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT
 from modelpkg.package import load_model
 from pipelines.churn import export, schema
 from pipelines.churn.config import ChurnConfig
-from pipelines.churn.export import contract_fields, labelled_rows, release_pipeline
+from pipelines.churn.export import bounded_inputs, contract_fields, labelled_rows, release_pipeline
 from pipelines.churn.features import features, target
 from pipelines.churn.models import BASELINE, build_classifiers
 from pipelines.churn.onnx_convert import PROBABILITY_OUTPUT, input_specs
@@ -54,7 +54,8 @@ def release_version(pipeline, holdout_rows, alias: str = registry.CHAMPION):
     valid, test = holdout_rows.iloc[:300], holdout_rows.iloc[300:]
     with export_context("churn", alias=alias, config=churn_config(reference_rows=250),
                         data_sha256=DATA_SHA256) as ctx:
-        released = release_pipeline(ctx, pipeline, CANDIDATE, valid, test)
+        # No train rows: bounds from valid and test alone (these tests judge the release and alias rules).
+        released = release_pipeline(ctx, pipeline, CANDIDATE, valid, test, train=valid.iloc[:0])
         run_id = mlflow.active_run().info.run_id
     return released, run_id
 
@@ -79,10 +80,24 @@ def test_labelled_rows_keep_the_features_and_spell_the_label_as_yes_no(holdout_r
 
 
 def test_contract_fields_describe_a_binary_tabular_model_at_the_tuned_threshold():
-    fields = contract_fields({"model_type": "xgboost", "threshold": 0.27})
+    fields = contract_fields({"model_type": "xgboost", "threshold": 0.27}, input_specs())
     assert (fields["kind"], fields["model_type"], fields["threshold"]) == ("tabular_classifier", "xgboost", 0.27)
     assert fields["inputs"] == input_specs() and fields["probability_output"] == PROBABILITY_OUTPUT
     assert (fields["labels"], fields["positive_label"], fields["id_field"]) == (["No", "Yes"], "Yes", schema.ID_COLUMN)
+
+
+def test_numeric_inputs_are_bounded_by_the_data_widened_by_the_margin_and_categories_keep_their_rules(holdout_rows):
+    inputs = {spec.name: spec for spec in bounded_inputs(holdout_rows, margin=0.5)}
+    low, high = holdout_rows["MonthlyCharges"].min(), holdout_rows["MonthlyCharges"].max()
+    charges = inputs["MonthlyCharges"]
+    assert charges.training_range == (low, high) and charges.maximum == pytest.approx(high + 0.5 * (high - low))
+    assert charges.minimum == 0.0  # low - half the width is below zero: the schema's own minimum holds
+    tenure = inputs["tenure"]
+    months = holdout_rows["tenure"]
+    assert tenure.maximum == np.ceil(months.max() + 0.5 * (months.max() - months.min()))  # whole, rounded outward
+    schema_rules = {spec.name: spec for spec in input_specs()}
+    assert inputs["Contract"] == schema_rules["Contract"]
+    assert inputs["SeniorCitizen"] == schema_rules["SeniorCitizen"] and inputs["SeniorCitizen"].values == [0, 1]
 
 
 # ------------------------------------------------------------------------------------ release_pipeline
@@ -193,6 +208,9 @@ def test_run_releases_the_optimize_stages_candidate_and_logs_the_native_model_be
     contract = load_model("churn", version="1").contract
     assert (contract.run_id, contract.model_type, contract.threshold) == (run.info.run_id, BASELINE, 0.3)
     assert contract.data_sha256 == DATA_SHA256
+    every_split = pd.concat([train_rows, holdout_rows])  # the bounds come from all the data the run validated
+    assert contract.input("TotalCharges").training_range == (every_split["TotalCharges"].min(),
+                                                             every_split["TotalCharges"].max())
     native = mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/native")
     np.testing.assert_allclose(native.predict_proba(features(holdout_rows))[:, 1],
                                good_pipeline.predict_proba(features(holdout_rows))[:, 1])

@@ -53,8 +53,8 @@ def converted(request):
     return request.param, pipeline, model, open_session(model.SerializeToString())
 
 
-CODEC = TabularCodec(ModelContract(**contract_fields({"model_type": "test", "threshold": 0.5}), name="churn",
-                                   run_id="-", data_sha256="-", created_at="-"))
+CODEC = TabularCodec(ModelContract(**contract_fields({"model_type": "test", "threshold": 0.5}, input_specs()),
+                                   name="churn", run_id="-", data_sha256="-", created_at="-"))
 
 
 def onnx_feeds(frame) -> dict[str, np.ndarray]:

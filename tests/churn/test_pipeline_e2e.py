@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -33,7 +34,18 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def first_run(store):
+def mlflow_warnings() -> list[str]:
+    """Every warning MLflow logs while the module's pipeline runs (its loggers do not reach caplog)."""
+    warned: list[str] = []
+    catcher = logging.Handler(logging.WARNING)
+    catcher.emit = lambda record: warned.append(record.getMessage())
+    logging.getLogger("mlflow").addHandler(catcher)
+    yield warned
+    logging.getLogger("mlflow").removeHandler(catcher)
+
+
+@pytest.fixture(scope="module")
+def first_run(store, mlflow_warnings):
     return run_project("churn", TINY_CONFIG)
 
 
@@ -88,6 +100,30 @@ def test_every_stage_and_model_is_a_nested_run_with_split_metrics(first_run):
     for model_run in per_model:
         assert model_run.data.metrics["test_roc_auc"] > 0.75
         assert "test_roc_auc_gap_gender" in model_run.data.metrics
+
+
+def test_runs_name_their_data_as_mlflow_datasets_by_context(first_run):
+    """The UI's Dataset column: the splits on the train stage and the pipeline run, the test split on
+    every evaluated model, and the experiment opens on its runs (MLflow 3's experimentKind)."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("churn")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    def datasets(run_id: str) -> dict[str, str]:
+        return {i.dataset.name: {t.key: t.value for t in i.tags}["mlflow.data.context"]
+                for i in client.get_run(run_id).inputs.dataset_inputs}
+
+    splits = {"churn-train": "train", "churn-valid": "valid", "churn-test": "test"}
+    train_run = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = "
+                                   f"'{first_run.parent_run_id}' and tags.stage = 'train'")[0]
+    assert datasets(train_run.info.run_id) == splits
+    assert datasets(first_run.parent_run_id) == splits
+    evaluated = client.search_runs([experiment.experiment_id], "tags.model_name = 'xgboost' and metrics.test_roc_auc > 0")
+    assert [datasets(run.info.run_id) for run in evaluated] == [{"churn-test": "test_"}]
+
+
+def test_mlflow_evaluate_reads_the_labels_as_a_classifiers_without_a_warning(first_run, mlflow_warnings):
+    assert not [message for message in mlflow_warnings if "model type" in message], mlflow_warnings
 
 
 def test_export_alone_reuses_the_latest_run_and_keeps_an_equal_champion(first_run, store):

@@ -91,7 +91,8 @@ def test_resamples_with_a_single_class_are_skipped():
 def test_reason_says_the_challenger_beats_the_incumbent_when_it_passes(better):
     text = better.reason("tuned xgboost", "logistic_regression", "valid")
     assert text.startswith("tuned xgboost beats logistic_regression: valid roc_auc ")
-    assert "P(better) = 1.00 (needed 0.80)" in text and f"of {ROWS} rows" in text
+    assert "lower bound at 80% +" in text and "(needed > +0.0000;" in text
+    assert "P(better) = 1.00" in text and f"of {ROWS} rows" in text
 
 
 def test_reason_says_it_does_not_beat_when_it_fails(worse):

@@ -14,7 +14,8 @@ from pipelines.common import tracking
 from pipelines.common.onnx_parity import check_parity
 from pipelines.common.quantize import (Variant, choose_variant, cpu_flags, quantize_dynamic_int8, quantize_static_int8,
                                        speed_table)
-from pipelines.common.torch_onnx import LOGITS, PROBABILITIES, export_onnx
+from pipelines.common.torch_onnx import (EMBEDDING, LOGITS, PROBABILITIES, Embedding, export_onnx, fit_projection,
+                                         head_features)
 from pipelines.common.torch_train import LoopConfig, fit, seeded_order, trainable_parameters
 
 
@@ -125,6 +126,26 @@ def test_export_keeps_the_batch_axis_dynamic_and_matches_torch(exported, rows):
     with torch.no_grad():
         check_parity(model(x).numpy(), logits, atol=1e-5)
     np.testing.assert_allclose(probabilities, torch.softmax(model(x), -1).detach().numpy(), atol=1e-6)
+
+
+def test_the_embedding_output_is_the_head_input_projected_onto_unit_variance_components(exported, tmp_path):
+    """The third output monitoring watches: PCA of the head's input on 'validation' rows, exported in the graph."""
+    model, _ = exported
+    head = model[-1]  # the last Linear: its input is the hidden layer
+    valid, test = two_blobs(300, seed=4)[0], two_blobs(50, seed=5)[0]
+    features = head_features(head, [lambda: model(valid[:150]), lambda: model(valid[150:])])
+    assert features.shape == (300, 16)
+    projection = fit_projection(features, 3)
+    projected = projection.apply(features)
+    np.testing.assert_allclose(projected.std(axis=0, ddof=1), 1, atol=1e-4)
+    np.testing.assert_allclose(np.corrcoef(projected.T), np.eye(3), atol=1e-4)  # uncorrelated components
+    path = export_onnx(model, (torch.randn(2, 4),), tmp_path / "embedded.onnx", input_names=["x"],
+                       dynamic_axes={"x": {0: "batch"}}, embedding=Embedding(head, projection))
+    probabilities, embedding = open_session(path).run([PROBABILITIES, EMBEDDING], {"x": test.numpy()})
+    expected = projection.apply(head_features(head, [lambda: model(test)]))
+    np.testing.assert_allclose(embedding, expected, atol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(probabilities, torch.softmax(model(test), -1).numpy(), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ quantization

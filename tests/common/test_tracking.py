@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -103,3 +105,39 @@ def test_log_frame_round_trips_through_parquet(tmp_mlflow, tmp_path):
         tracking.log_frame(frame, "splits/train.parquet")
     path = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="splits/train.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
+
+
+def test_every_configured_experiment_is_a_model_development_one(tmp_mlflow):
+    """MLflow 3's UI opens an experiment on its runs only with this tag (else on the GenAI overview)."""
+    client = MlflowClient()
+    created = tracking.configure_tracking("demo")
+    old = client.create_experiment("made-before-the-tag")  # an experiment an older version created
+    assert tracking.configure_tracking("made-before-the-tag") == old
+    for experiment_id in (created, old):
+        assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_a_logged_split_is_a_dataset_input_of_the_stage_and_its_pipeline_run(tmp_mlflow, tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"tenure": [1, 24, 60], "Churn": [1, 0, 0]})
+    with tracking.pipeline_run("demo", SmallConfig(), None) as parent:
+        with tracking.stage_run("demo", "train") as stage:
+            for split in ("train", "test"):
+                tracking.log_split(frame, split, targets="Churn")
+    for run_id in (stage.info.run_id, parent.info.run_id):
+        inputs = MlflowClient().get_run(run_id).inputs.dataset_inputs
+        found = {i.dataset.name: ({t.key: t.value for t in i.tags}["mlflow.data.context"], i.dataset) for i in inputs}
+        assert set(found) == {"demo-train", "demo-test"}
+        context, dataset = found["demo-test"]
+        assert context == "test" and dataset.source_type == "local"
+        assert dataset.digest == mlflow.data.from_pandas(frame).digest
+        source = json.loads(dataset.source)["uri"]
+        assert source.endswith(f"{stage.info.run_id}/artifacts/splits/test.parquet")
+        pd.testing.assert_frame_equal(pd.read_parquet(source.removeprefix("file://")), frame)
+
+
+def test_quiet_libraries_keeps_mlflow_info_lines_out_and_its_warnings_in():
+    tracking.quiet_libraries()
+    assert logging.getLogger("mlflow.tracking.fluent").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("mlflow.models.evaluation").isEnabledFor(logging.WARNING)

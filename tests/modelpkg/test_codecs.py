@@ -19,6 +19,7 @@ from modelpkg.codecs.image import ImagePreprocessing, encode_png, normalise
 from modelpkg.codecs.tabular import TabularCodec
 from modelpkg.contract import ModelContract
 from pipelines.churn.export import contract_fields
+from pipelines.churn.onnx_convert import input_specs
 from tests import factories
 from tests.modelpkg.conftest import image_contract
 
@@ -41,8 +42,8 @@ def errors(codec, records) -> list[dict]:
 # ------------------------------------------------------------------------------------------- tabular
 @pytest.fixture(scope="module")
 def churn_codec() -> TabularCodec:
-    return TabularCodec(ModelContract(**contract_fields({"model_type": "lr", "threshold": 0.5}), name="churn",
-                                      run_id="r", data_sha256="s", created_at="t"))
+    fields = contract_fields({"model_type": "lr", "threshold": 0.5}, input_specs())
+    return TabularCodec(ModelContract(**fields, name="churn", run_id="r", data_sha256="s", created_at="t"))
 
 
 def test_tabular_rows_become_requests_that_validate_and_feed_one_column_per_input(churn_codec):

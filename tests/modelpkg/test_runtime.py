@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, class_probability_column
-from modelpkg.runtime import Predictor, answer_columns, answers, check_inputs, decide, open_session, prediction_columns
+from modelpkg.runtime import (Predictor, answer_columns, answers, check_inputs, decide, open_session, prediction_columns,
+                              public_answer)
 from tests import factories
 from tests.modelpkg.conftest import image_contract, text_contract
 
@@ -49,6 +50,27 @@ def test_the_reference_columns_and_the_logged_answers_agree(contract):
     expected_names = {PROBABILITY, PREDICTED_LABEL} | (
         {class_probability_column(label) for label in contract.labels} if len(contract.labels) > 2 else set())
     assert set(columns) == expected_names
+
+
+def test_embeddings_travel_in_the_logged_answer_and_the_reference_columns_but_never_to_the_client():
+    contract = image_contract(embedding_output="embedding", embedding_size=2)
+    embeddings = np.array([[0.5, -1.0], [1.5, 0.25], [0.0, 2.0]], dtype=np.float32)
+    logged = answers(THREE, contract, embeddings=embeddings)
+    assert [answer["embedding"] for answer in logged] == embeddings.tolist()
+    assert all("embedding" not in public_answer(answer) for answer in logged)
+    assert public_answer(logged[0]) == answers(THREE, contract)[0]
+    columns = prediction_columns(THREE, contract, embeddings)
+    assert columns["embedding_2"].tolist() == [-1.0, 0.25, 2.0]
+    assert [answer_columns(answer, contract)["embedding_1"] for answer in logged] == [0.5, 1.5, 0.0]
+    with pytest.raises(ValueError, match="embedding output"):
+        prediction_columns(THREE, contract)
+
+
+def test_a_contract_names_its_embedding_output_and_width_together():
+    with pytest.raises(ValueError, match="embedding_output and embedding_size"):
+        image_contract(embedding_output="embedding")
+    assert image_contract(embedding_output="embedding", embedding_size=4).embedding_columns == [
+        "embedding_1", "embedding_2", "embedding_3", "embedding_4"]
 
 
 def test_check_inputs_names_what_the_contract_and_graph_disagree_on(image_package):

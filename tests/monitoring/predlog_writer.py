@@ -25,8 +25,8 @@ def log_predictions(db_path: Path, model: WatchedModel, rows: pd.DataFrame, *, l
                     start_ts: float | None = None) -> list[str]:
     """Score stored `rows` (+ `label`) with the model, append one request per row (1 ms apart), post
     their labels."""
-    entries, probabilities = model.serve(stored_rows(rows, model, "rows"))
-    outputs = answers(probabilities, model.contract)
+    served = model.serve(stored_rows(rows, model, "rows"))
+    entries, outputs = served.entries, answers(served.probabilities, model.contract, embeddings=served.embeddings)
     start_ts = time.time() if start_ts is None else start_ts
     ids = [uuid.uuid4().hex for _ in range(len(rows))]
 

@@ -19,12 +19,13 @@ from monitoring.scenarios import get_scenario
 ROWS = 400
 
 
-def toy_model() -> WatchedModel:
-    """A contract with two numeric inputs and one categorical one; drift needs the codec, no ONNX graph."""
+def toy_model(*extra: InputSpec) -> WatchedModel:
+    """A contract with two numeric inputs and one categorical one (and any `extra`); drift needs the codec,
+    no ONNX graph."""
     contract = ModelContract(
         name="toy", kind="tabular_classifier", model_type="none", probability_output="probabilities",
         inputs=[InputSpec(name="plan", dtype="string", allowed=["basic", "plus", "pro"]),
-                InputSpec(name="charges", dtype="float32"), InputSpec(name="tenure", dtype="float32")],
+                InputSpec(name="charges", dtype="float32"), InputSpec(name="tenure", dtype="float32"), *extra],
         labels=["No", "Yes"], positive_label="Yes", threshold=0.5, run_id="-", data_sha256="-",
         created_at=datetime.now(timezone.utc).isoformat(),
     )
@@ -85,6 +86,21 @@ def test_reports_show_the_p_values_the_alert_used(config):
                      reports=False).drift_report is None
 
 
+def test_a_flag_the_contract_lists_values_for_is_tested_as_a_category(config):
+    """A 0/1 input is a category by its contract (`values`): chi-square on counts, never KS, and the
+    report shows the p-value the alert used."""
+    model = toy_model(InputSpec(name="senior", dtype="float32", values=[0, 1], integer=True))
+    rng = np.random.default_rng(10)
+    reference, window = toy_rows(rng, 1000), toy_rows(rng, ROWS)
+    reference["senior"] = (rng.random(1000) < 0.16).astype(float)
+    window["senior"] = (rng.random(ROWS) < 0.5).astype(float)  # many more seniors
+    result = run_drift(reference, window, model, config.drift, config.quality)
+    senior = next(c for c in result.summary.features if c.column == "senior")
+    assert (senior.method, senior.drifted) == (config.drift.cat_method, True)
+    assert column_p_values(result.drift_report)["senior"] == (senior.method, pytest.approx(senior.p_value, rel=1e-9,
+                                                                                             abs=1e-12))
+
+
 def test_quality_is_judged_only_with_enough_labels(config):
     rng = np.random.default_rng(4)
     reference, window = toy_rows(rng, 1000), toy_rows(rng, ROWS)
@@ -128,3 +144,6 @@ def test_held_out_traffic_raises_no_alert_on_the_real_model(champion, config):
     summary = run_drift(champion.reference, champion.model.frame(rows), champion.model, config.drift,
                         config.quality, reports=False).summary
     assert not evaluate_alert(summary, config.drift, config.quality).triggered
+    methods = {c.column: c.method for c in summary.features}
+    assert methods["SeniorCitizen"] == methods["Contract"] == config.drift.cat_method  # a 0/1 flag is a category
+    assert methods["tenure"] == config.drift.num_method

@@ -11,8 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from monitoring.__main__ import main
 from monitoring.monitor import run_monitoring
-from monitoring.report import PLOT_FILE, build_index
+from monitoring.report import PLOT_FILE, build_index, named_by_scenario, read_summaries
 from monitoring.scenarios import get_scenario
+from monitoring.simulate import SimulatedWindow, write_manifest
 from monitoring.window import WindowSpec, read_window, served_by
 from tests.monitoring.conftest import REPO
 from tests.monitoring.predlog_writer import log_predictions
@@ -85,3 +86,35 @@ def test_unknown_version_and_a_window_served_by_another_version_are_clear_errors
     frame = read_window(db, champion.model, WindowSpec(last_n=ROWS))
     with pytest.raises(LookupError, match=r"only 0 predictions by churn v7 .*need at least 100.*'1': 300"):
         served_by(frame, "7", 100, "churn", WindowSpec(last_n=ROWS))
+
+
+
+def test_a_window_without_labels_keeps_its_simulated_scenario_on_the_history_page(champion, config, tmp_path):
+    """`make simulate` leaves the last window's labels pending and `make monitor` judges the last N rows:
+    the window is named from the simulation manifest all the same, in its summary, table and plot. A
+    summary written without a name (by an older version) is named from the manifest by time, if they overlap."""
+    db = tmp_path / "predictions.db"
+    rows = get_scenario("churn", "price_increase").draw(champion.holdout, ROWS, np.random.default_rng(1),
+                                                       config.model("churn").scenarios.get("price_increase", {}))
+    log_predictions(db, champion.model, rows, start_ts=T0, labelled=False)
+    settings = config.model_copy(update={"reports_dir": str(tmp_path / "reports")})
+    reports = settings.reports_for("churn")
+
+    def simulated(start_ts: float) -> None:
+        window = SimulatedWindow(0, "price_increase", ROWS, start_ts, start_ts + ROWS, "1")
+        write_manifest([window], reports, "churn", "http://127.0.0.1:8000")
+
+    simulated(T0 - 1)
+    [outcome] = run_monitoring(settings, "churn", db, WindowSpec(last_n=ROWS))
+    assert outcome.summary.labelled_rows == 0 and outcome.scenario == "price_increase"
+    [logged] = MlflowClient().get_run(outcome.run_id).inputs.dataset_inputs  # the window, as an MLflow dataset
+    assert logged.dataset.name == f"churn-window-{outcome.window_id}"
+    assert {t.key: t.value for t in logged.tags}["mlflow.data.context"] == "monitoring"
+    assert json.loads(logged.dataset.source)["uri"] == str(db.resolve())
+    assert "<td>price_increase</td>" in build_index(reports, "churn", settings.quality).read_text()
+
+    summary_file = outcome.directory / "summary.json"
+    summary_file.write_text(json.dumps(json.loads(summary_file.read_text()) | {"scenario": None}))
+    assert "<td>price_increase</td>" in build_index(reports, "churn", settings.quality).read_text()
+    simulated(T0 + 3600)  # a later simulation: it says nothing about this window
+    assert [s["scenario"] for s in named_by_scenario(read_summaries(reports), reports)] == [None]

@@ -26,7 +26,7 @@ from tests.live_server import START_TIMEOUT_SECONDS, free_port, wait_ready
 from tests.monitoring.conftest import REPO, export_splits, temporary_store
 
 pytestmark = pytest.mark.slow
-ADMIN_KEY = "monitoring-e2e-key"
+ADMIN_KEY = "monitoring-e2e-key-" + "a" * 32  # at least admin.min_key_chars
 WINDOW_ROWS = 300
 
 
@@ -36,6 +36,9 @@ def write_configs(directory, port: int) -> str:
     serving["server"] |= {"port": port}
     serving["source"] |= {"cache_dir": str(directory / "cache")}
     serving["prediction_log"] |= {"path": str(directory / "predictions.db")}
+    # The server writes the feedback key there; the simulator (this process) reads it from there.
+    serving["feedback"] |= {"key_file": str(directory / "keys" / "feedback.key")}
+    serving["admin"] |= {"key_file": str(directory / "keys" / "admin.key")}
     (directory / "serving.yaml").write_text(yaml.safe_dump(serving))
     monitoring = yaml.safe_load((REPO / "configs" / "monitoring.yaml").read_text())
     monitoring |= {"reports_dir": str(directory / "reports"), "serving_config": str(directory / "serving.yaml")}
@@ -57,7 +60,7 @@ def server(tmp_path, splits, monkeypatch, _mlflow_template_db):
         export_splits(splits, train=shuffled_labels(splits["train"]))
         port = free_port()
         config = write_configs(tmp_path, port)
-        for key in ("PREDICTION_LOG", "SERVING_PORT", "SERVING_HOST", "SERVING_BUNDLES"):
+        for key in ("PREDICTION_LOG", "SERVING_PORT", "SERVING_HOST", "SERVING_BUNDLES", "SERVING_FEEDBACK_KEY"):
             monkeypatch.delenv(key, raising=False)
         monkeypatch.setenv("SERVING_ADMIN_KEY", ADMIN_KEY)
         env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}

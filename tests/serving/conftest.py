@@ -29,7 +29,9 @@ from tests import factories
 REPO = Path(__file__).resolve().parents[2]
 KIND_NAMES = list(factories.KINDS)  # churn, toy_image, toy_text
 RECORDS = 80
-ADMIN_KEY = "test-admin-key"
+ADMIN_KEY = "test-admin-key-" + "a" * 32  # keys shorter than admin.min_key_chars (32) stop start-up
+FEEDBACK_KEY = "test-feedback-key-" + "f" * 32
+FEEDBACK = {"X-API-Key": FEEDBACK_KEY}  # the header every feedback post of these tests sends
 # What the tests serve: churn as configs/serving.yaml ships it, plus the toy image model in a worker
 # thread (how a CNN is served) and the toy text model inline.
 TEST_MODELS = [{"name": factories.TOY_IMAGE, "execution": "thread"}, {"name": factories.TOY_TEXT}]
@@ -139,6 +141,8 @@ def make_config(tmp_path: Path, **sections) -> ServingConfig:
     defaults: dict = {
         "prediction_log": {"path": str(tmp_path / "predictions.db")},
         "source": {"cache_dir": str(tmp_path / "cache")},
+        "admin": {"key_file": str(tmp_path / "keys" / "admin.key")},  # never a key file in the checkout
+        "feedback": {"key_file": str(tmp_path / "keys" / "feedback.key")},
         "models": [*(m for m in config.model_dump()["models"] if m["name"] == "churn"), *TEST_MODELS],
     }
     for section, values in sections.items():
@@ -171,5 +175,6 @@ def client(bundle_config, monkeypatch):
     from serving.app import create_app
 
     monkeypatch.setenv(bundle_config.admin.api_key_env, ADMIN_KEY)
+    monkeypatch.setenv(bundle_config.feedback.api_key_env, FEEDBACK_KEY)
     with TestClient(create_app(bundle_config)) as test_client:
         yield test_client

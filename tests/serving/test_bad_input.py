@@ -5,12 +5,13 @@ The churn cases cover the tabular codec field by field; the parametrized ones ho
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import pytest
 
 from serving.predlog import read_predictions
-from tests.serving.conftest import KIND_NAMES
+from tests.serving.conftest import FEEDBACK, KIND_NAMES
 
 kinds = pytest.mark.parametrize("name", KIND_NAMES)
 # Per kind: a record that fails on one field, that field, and the error type.
@@ -126,14 +127,21 @@ def test_an_image_that_is_not_an_image(client):
 
 
 def test_feedback_body_is_validated(client, bundle_config):
-    assert client.post("/v1/churn/feedback", json={"items": []}).status_code == 422
-    assert client.post("/v1/churn/feedback", json={"items": [{"id": "x"}]}).status_code == 422
+    assert client.post("/v1/churn/feedback", json={"items": []}, headers=FEEDBACK).status_code == 422
+    assert client.post("/v1/churn/feedback", json={"items": [{"id": "x"}]}, headers=FEEDBACK).status_code == 422
     too_many = [{"id": str(i), "label": "No"} for i in range(bundle_config.limits.max_feedback_items + 1)]
-    assert client.post("/v1/churn/feedback", json={"items": too_many}).status_code == 422
+    assert client.post("/v1/churn/feedback", json={"items": too_many}, headers=FEEDBACK).status_code == 422
 
 
-def test_a_lone_surrogate_is_a_422_not_a_500(client):
-    """Valid JSON (an escape), not encodable as UTF-8: the error that echoes it must still be written."""
-    for path, body in (("/v1/toy_text/feedback", b'{"items": [{"id": "\\ud800", "label": "positive"}]}'),
-                       ("/v1/toy_text/predict", b'[{"text": "\\ud800 good"}]')):
-        assert client.post(path, content=body, headers={"content-type": "application/json"}).status_code == 422
+# Valid JSON (a \ud800 escape), not encodable as UTF-8: an answer that echoes it must still be written.
+SURROGATE_BODIES = [b'{"label": "\\ud800"}', b'{"items": [{"id": "\\ud800", "label": "positive"}]}',
+                    b'{"items": [{"id": "x", "label": "\\udfff"}], "\\ud800": 1}', b'[{"text": "\\ud800 good"}]',
+                    b'\xff\xfe not UTF-8', b'{"items": [{"id": "x", "label": 1e400}]}']
+
+
+def test_a_lone_surrogate_or_bad_encoding_is_a_4xx_never_a_500(client):
+    for name, route, body in itertools.product(KIND_NAMES, ("predict", "feedback"), SURROGATE_BODIES):
+        for headers in ({"content-type": "application/json"} | FEEDBACK, {"content-type": "text/plain"}):
+            answer = client.post(f"/v1/{name}/{route}", content=body, headers=headers)
+            assert 400 <= answer.status_code < 500, (name, route, body, answer.status_code, answer.text)
+            answer.json()  # and the answer is JSON a client can read

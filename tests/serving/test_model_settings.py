@@ -130,9 +130,11 @@ def test_a_body_not_in_the_models_media_type_is_415(client, bundle_config, kind_
     assert read_predictions(bundle_config.prediction_log.path, name) == []
     for sent in ("application/json", "Application/JSON; charset=utf-8"):
         assert client.post(f"/v1/{name}/predict", content=body, headers={"content-type": sent}).status_code == 200
-    # no Content-Type at all: read as the model's media type (plain clients often send none)
-    assert client.post(f"/v1/{name}/predict", content=body).status_code == 200
-    assert f'route="/v1/{name}/predict",status="415"}} {len(wrong)}.0' in client.get("/metrics").text
+    # no Content-Type at all: a browser may send that cross-site without asking, so it is refused too
+    untyped = client.post(f"/v1/{name}/predict", content=body)
+    assert untyped.status_code == 415
+    assert untyped.json()["detail"] == f"missing Content-Type: /v1/{name}/predict takes {accepted}"
+    assert f'route="/v1/{name}/predict",status="415"}} {len(wrong) + 1}.0' in client.get("/metrics").text
 
 
 def test_an_optional_model_without_a_version_keeps_the_server_ready_and_reloads_succeeding(bundle_config, monkeypatch):

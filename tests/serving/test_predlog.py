@@ -7,7 +7,8 @@ import sqlite3
 
 import pytest
 
-from serving.predlog import LoggedRequest, PredictionLog, PredictionLogClosed, read_predictions
+from serving.predlog import (LoggedRequest, PredictionLog, PredictionLogClosed, PredictionLogError, StoredLabels,
+                             read_label_history, read_predictions)
 
 
 def logged(request_id: str, ts: float, n: int = 1, model: str = "churn", version: str = "1") -> LoggedRequest:
@@ -66,14 +67,36 @@ def test_feedback_joins_labels_and_rejects_unknown_ids(db):
     async def scenario():
         await log.append(logged("r1", 1.0, n=2))
         unknown = await log.add_feedback("churn", [("r1-0", "Yes"), ("nope", "No")])
-        assert unknown == ["nope"]  # nothing stored when any id is unknown
-        assert await log.add_feedback("vision", [("r1-0", "Yes")]) == ["r1-0"]  # ids belong to a model
-        assert await log.add_feedback("churn", [("r1-0", "No")]) == []
-        assert await log.add_feedback("churn", [("r1-0", "Yes")]) == []  # a later label corrects
+        assert unknown == StoredLabels(unknown=["nope"])  # nothing stored when any id is unknown
+        assert (await log.add_feedback("vision", [("r1-0", "Yes")])).unknown == ["r1-0"]  # ids belong to a model
+        assert (await log.add_feedback("churn", [("r1-0", "Yes")])).stored
 
     asyncio.run(scenario())
     log.close()
     assert [row["label"] for row in read_predictions(db, "churn")] == ["Yes", None]
+    assert read_label_history(db, "nope") == []
+
+
+def test_the_first_label_counts_and_every_label_is_kept(db):
+    """A repeated label cannot overwrite the first (it was a silent upsert: the last label won); only an
+    explicit correction replaces it, and the history keeps all of them, refused ones included."""
+    log = PredictionLog(db).start()
+
+    async def scenario():
+        await log.append(logged("r1", 1.0, n=3))
+        assert (await log.add_feedback("churn", [("r1-0", "Yes"), ("r1-1", "No")])).stored
+        repeated = await log.add_feedback("churn", [("r1-2", "Yes"), ("r1-0", "No"), ("r1-2", "No")])
+        assert repeated == StoredLabels(refused=[1, 2])  # r1-0 had a label; r1-2 got two in one request
+        assert (await log.add_feedback("churn", [("r1-1", "Yes", True)])).stored  # an explicit correction
+
+    asyncio.run(scenario())
+    log.close()
+    assert [row["label"] for row in read_predictions(db, "churn")] == ["Yes", "Yes", None]  # r1-2: nothing stored
+    assert [row["label"] for row in read_predictions(db, "churn", labelled=True)] == ["Yes", "Yes"]
+    history = {id_: [(h["label"], h["outcome"]) for h in read_label_history(db, id_)] for id_ in ("r1-0", "r1-1", "r1-2")}
+    assert history == {"r1-0": [("Yes", "first"), ("No", "refused")], "r1-1": [("No", "first"), ("Yes", "correction")],
+                       "r1-2": [("Yes", "refused"), ("No", "refused")]}  # the whole request was refused
+    assert all(h["ts"] > 0 for h in read_label_history(db, "r1-1"))
 
 
 def test_log_survives_restart_and_is_wal(db):
@@ -99,7 +122,7 @@ def test_close_commits_queued_rows_without_waiting_requests(db):
 def test_failed_commit_fails_the_request(db):
     log = PredictionLog(db).start()
     asyncio.run(log.append(logged("dup", 1.0)))
-    with pytest.raises(Exception, match="could not commit"):  # same prediction id twice: UNIQUE fails
+    with pytest.raises(PredictionLogError, match="UNIQUE constraint failed"):  # same prediction id twice
         asyncio.run(log.append(logged("dup", 2.0)))
     log.close()
 

@@ -6,9 +6,13 @@ Zero failures, both versions seen in the answers, and every acknowledged predict
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from serving.app import create_app
@@ -66,7 +70,8 @@ def test_reload_under_load_loses_nothing(tmp_path, monkeypatch, registry_uri, ki
     answers, reload = asyncio.run(traffic_during_reload(
         create_app(config), name, kind_records[name], lambda: registry.set_registered_model_alias(name, ALIAS, new)))
 
-    assert reload.status_code == 200 and reload.json()["reloaded"][name] == {"ok": True, "previous": old, "version": new}
+    assert reload.status_code == 200 and reload.json()["reloaded"][name] == {
+        "ok": True, "previous": old, "version": new, "source": f"models:/{name}/{new}", "from": "registry"}
     assert len(answers) >= MIN_REQUESTS
     assert [a.status_code for a in answers if a.status_code != 200] == []
     assert {a.json()["version"] for a in answers} == {old, new}
@@ -74,3 +79,33 @@ def test_reload_under_load_loses_nothing(tmp_path, monkeypatch, registry_uri, ki
     answered = {a.json()["predictions"][0]["id"]: a.json()["version"] for a in answers}
     assert logged == answered  # every answer logged, with the version that answered it
 
+
+
+def edit_contract(bundle: Path, change) -> None:
+    """Change a bundle's contract.json in place (`change` edits its `inputs` list), as a new export would."""
+    path = bundle / "contract.json"
+    contract = json.loads(path.read_text())
+    change({spec["name"]: spec for spec in contract["inputs"]})
+    path.write_text(json.dumps(contract))
+
+
+def test_a_reload_that_changes_the_inputs_is_refused_unless_allowed(tmp_path, bundle_root, example_records, monkeypatch):
+    """Clients would get 422 and monitoring could not compare older rows: a version that takes other
+    inputs is not switched to silently (409 naming what differs); bounds that moved with the data are."""
+    shutil.copytree(bundle_root / "churn", tmp_path / "bundles" / "churn")
+    config = make_config(tmp_path, source={"kind": "bundles", "bundle_root": str(tmp_path / "bundles")})
+    config = with_overrides(config, models=[m for m in config.model_dump()["models"] if m["name"] == "churn"])
+    monkeypatch.setenv(config.admin.api_key_env, ADMIN_KEY)
+    two_year = [{**example_records[0], "Contract": "Two year"}]
+    reload = lambda query="": client.post(f"/admin/reload{query}", headers={"X-API-Key": ADMIN_KEY})  # noqa: E731
+    with TestClient(create_app(config)) as client:
+        edit_contract(tmp_path / "bundles" / "churn", lambda inputs: inputs["TotalCharges"].update(minimum=-1.0))
+        assert reload().status_code == 200  # a bound is not the schema
+        edit_contract(tmp_path / "bundles" / "churn", lambda inputs: inputs["Contract"]["allowed"].remove("Two year"))
+        refused = reload()
+        assert refused.status_code == 409
+        assert refused.json()["reloaded"]["churn"]["schema_changes"] == ["Contract.allowed: removed ['Two year'], added []"]
+        assert "allow_schema_change=true" in refused.json()["reloaded"]["churn"]["error"]
+        assert client.post("/v1/churn/predict", json=two_year).status_code == 200  # the serving version stays
+        assert reload("?allow_schema_change=true").status_code == 200
+        assert client.post("/v1/churn/predict", json=two_year).status_code == 422  # now the new one serves

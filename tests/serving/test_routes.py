@@ -10,7 +10,7 @@ import pytest
 
 from modelpkg.runtime import DEFAULT_THRESHOLD
 from serving.predlog import read_predictions
-from tests.serving.conftest import ADMIN_KEY, KIND_NAMES
+from tests.serving.conftest import ADMIN_KEY, FEEDBACK, KIND_NAMES
 
 kinds = pytest.mark.parametrize("name", KIND_NAMES)
 
@@ -114,7 +114,7 @@ def test_feedback_is_joined_to_predictions(client, bundle_config, codecs, kind_r
     predictions = client.post(f"/v1/{name}/predict", json=kind_records[name][:2]).json()["predictions"]
     ids = [p["id"] for p in predictions]
     label = codecs[name].contract.labels[-1]
-    response = client.post(f"/v1/{name}/feedback", json={"items": [{"id": ids[0], "label": label}]})
+    response = client.post(f"/v1/{name}/feedback", json={"items": [{"id": ids[0], "label": label}]}, headers=FEEDBACK)
     assert response.status_code == 200 and response.json() == {"accepted": 1}
     labels = {row["id"]: row["label"] for row in read_predictions(bundle_config.prediction_log.path, name)}
     assert labels == {ids[0]: label, ids[1]: None}
@@ -124,13 +124,14 @@ def test_feedback_is_joined_to_predictions(client, bundle_config, codecs, kind_r
 def test_feedback_names_unknown_labels_and_ids(client, codecs, kind_records, name):
     labels = codecs[name].contract.labels
     known = client.post(f"/v1/{name}/predict", json=kind_records[name][:1]).json()["predictions"][0]["id"]
-    bad_label = client.post(f"/v1/{name}/feedback", json={"items": [{"id": known, "label": "Maybe"}]})
+    bad_label = client.post(f"/v1/{name}/feedback", json={"items": [{"id": known, "label": "Maybe"}]}, headers=FEEDBACK)
     assert bad_label.status_code == 422
     (error,) = bad_label.json()["detail"]
     assert error["loc"] == ["body", "items", 0, "label"]
     assert error["msg"] == f"unknown label 'Maybe' (allowed: {', '.join(labels)})"
     bad_id = client.post(f"/v1/{name}/feedback", json={"items": [{"id": known, "label": labels[0]},
-                                                                 {"id": "no-such-id", "label": labels[0]}]})
+                                                                 {"id": "no-such-id", "label": labels[0]}]},
+                         headers=FEEDBACK)
     assert bad_id.status_code == 422
     (error,) = bad_id.json()["detail"]
     assert error["loc"] == ["body", "items", 1, "id"] and "no-such-id" in error["msg"]
@@ -138,7 +139,7 @@ def test_feedback_names_unknown_labels_and_ids(client, codecs, kind_records, nam
 
 def test_feedback_ids_belong_to_their_model(client, kind_records):
     churn_id = client.post("/v1/churn/predict", json=kind_records["churn"][:1]).json()["predictions"][0]["id"]
-    answer = client.post("/v1/toy_text/feedback", json={"items": [{"id": churn_id, "label": "positive"}]})
+    answer = client.post("/v1/toy_text/feedback", json={"items": [{"id": churn_id, "label": "positive"}]}, headers=FEEDBACK)
     assert answer.status_code == 422 and "of model 'toy_text'" in answer.json()["detail"][0]["msg"]
 
 
@@ -167,7 +168,7 @@ def test_unmatched_paths_share_one_metrics_label(client):
 
 def test_admin_reload_needs_the_key(client):
     assert client.post("/admin/reload").status_code == 401
-    assert client.post("/admin/reload", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/admin/reload", headers={"X-API-Key": "wrong"}).status_code == 403
     response = client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY})
     assert response.status_code == 200
     assert {name: result["ok"] for name, result in response.json()["reloaded"].items()} == dict.fromkeys(KIND_NAMES, True)

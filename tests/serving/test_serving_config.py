@@ -72,3 +72,17 @@ def test_a_model_overrides_limits_threads_and_execution(tmp_path):
 def test_a_bad_model_entry_is_an_error_naming_it(tmp_path, models, named):
     with pytest.raises(ConfigError, match=named):
         load_serving_config(models_yaml(tmp_path, models), environ={})
+
+
+def test_overload_limits_and_log_bounds_are_validated(tmp_path):
+    """The app's admission limit must sit below uvicorn's (else uvicorn sheds first, without Retry-After),
+    and the log's bounds are positive."""
+    bad = tmp_path / "serving.yaml"
+    bad.write_text(CONFIG.read_text().replace("limit_concurrency: 1024", "limit_concurrency: 16"))
+    with pytest.raises(ConfigError, match="max_requests_in_flight .* must be below limit_concurrency"):
+        load_serving_config(bad, environ={})
+    bad.write_text(CONFIG.read_text().replace("max_rows: 5000000", "max_rows: 0"))
+    with pytest.raises(ConfigError, match="prediction_log.retention.max_rows"):
+        load_serving_config(bad, environ={})
+    config = load_serving_config(CONFIG, environ={})
+    assert config.prediction_log.retention.max_age_days and config.prediction_log.max_size_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -25,7 +26,9 @@ def bundle_files(name: str) -> list[str]:
 def test_registry_mode_serves_the_champions(tmp_path, registry_uri, kind_records):
     config = make_config(tmp_path, source={"kind": "registry", "tracking_uri": registry_uri})
     with TestClient(create_app(config)) as client:
-        assert client.get("/ready").json() == {"status": "ready", "models": dict.fromkeys(KIND_NAMES, "1")}
+        ready = client.get("/ready").json()
+        assert (ready["status"], ready["models"]) == ("ready", dict.fromkeys(KIND_NAMES, "1"))
+        assert ready["prediction_log"]["status"] == "ok"
         for model in client.get("/v1/models").json()["models"]:
             assert (model["version"], model["alias"], model["source"]) == ("1", "champion", f"models:/{model['name']}/1")
         for name in KIND_NAMES:
@@ -42,13 +45,13 @@ def test_registry_download_is_flattened_and_cached_per_version(tmp_path, registr
     assert source.resolve(name, "champion").directory == first.directory
 
 
-def test_unknown_alias_makes_ready_503_with_the_reason(tmp_path, registry_uri, kind_records):
+def test_unknown_alias_makes_ready_503_with_the_reason(tmp_path, registry_uri, kind_records, caplog):
     config = make_config(tmp_path, source={"kind": "registry", "tracking_uri": registry_uri})
     config = with_model(config, "churn", alias="no-such-alias")
     with TestClient(create_app(config)) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503 and list(ready.json()["reasons"]) == ["churn"]
-        assert "no-such-alias" in ready.json()["reasons"]["churn"]
+        assert "no-such-alias" in logged_detail(ready.json()["reasons"]["churn"], caplog)  # in the log, by error id
         assert client.get("/health").status_code == 200
         assert client.post("/v1/churn/predict", json=[{}]).status_code == 503
         assert client.post("/v1/toy_text/predict", json=kind_records["toy_text"][:1]).status_code == 200
@@ -83,13 +86,21 @@ def test_a_bundle_missing_an_asset_is_refused_by_name(tmp_path, bundle_root):
         BundleSource(tmp_path).resolve("toy_text", "champion")
 
 
-def test_a_broken_model_never_stops_the_others(tmp_path, bundle_root, example_records):
+def logged_detail(reason: str, caplog) -> str:
+    """The log record that a public reason's error id points to (the reason itself carries no details)."""
+    error_id = re.search(r"error id ([0-9a-f]+)", reason).group(1)
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    return record.getMessage()
+
+
+def test_a_broken_model_never_stops_the_others(tmp_path, bundle_root, example_records, caplog):
     config = make_config(tmp_path, source={"kind": "bundles", "bundle_root": str(bundle_root)})
     config = config.model_copy(update={"models": [*config.models, config.models[0].model_copy(update={"name": "broken"})]})
     with TestClient(create_app(config)) as client:
         ready = client.get("/ready")
         assert ready.status_code == 503
-        assert list(ready.json()["reasons"]) == ["broken"] and "missing model.onnx" in ready.json()["reasons"]["broken"]
+        assert list(ready.json()["reasons"]) == ["broken"]
+        assert "missing model.onnx" in logged_detail(ready.json()["reasons"]["broken"], caplog)
         assert client.post("/v1/churn/predict", json=example_records[:1]).status_code == 200
         broken = client.post("/v1/broken/predict", json=example_records[:1])
         assert broken.status_code == 503 and "not loaded" in broken.json()["detail"]

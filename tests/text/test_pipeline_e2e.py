@@ -47,6 +47,7 @@ def test_the_pipeline_registers_a_text_champion_with_its_tokenizer(result):
     assert [spec.name for spec in contract.inputs] == ["input_ids", "attention_mask"]
     assert contract.preprocessing["max_length"] == 64
     assert contract.metrics["test_accuracy"] >= MACRO_F1_FLOOR
+    assert (contract.embedding_output, contract.embedding_size) == ("embedding", 8)  # the pooled [CLS], projected
 
 
 def test_lora_trains_a_small_share_and_beats_a_coin_and_the_baselines_are_logged(result):
@@ -69,6 +70,7 @@ def test_evaluate_logs_calibration_mistakes_attributions_and_the_comparison(resu
 def test_optimize_checks_logits_parity_and_reports_every_variant(result):
     run = stage_run(result, "text", "optimize")
     assert run.data.metrics["test_onnx_logits_max_abs_diff"] <= 1e-4
+    assert run.data.metrics["test_onnx_embedding_max_abs_diff"] <= 1e-3
     variants = {"torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"}
     assert {f"{v}_latency_ms_b1" for v in variants} <= set(run.data.metrics)
     assert run.data.tags["shipped_variant"] in variants and run.data.tags["variant_decision"]
@@ -76,8 +78,11 @@ def test_optimize_checks_logits_parity_and_reports_every_variant(result):
 
 
 def test_a_live_server_serves_the_champion_from_the_registry_as_the_package_scores_it(result, store, tmp_path):
-    """Tokenizer parity end to end: the server (tokenizers + onnxruntime, no torch) gives the package's answers."""
+    """Tokenizer parity end to end: the server (tokenizers + onnxruntime, no torch) gives the package's answers;
+    the embedding goes to the prediction log (monitoring's window), not to the client."""
     from modelpkg.runtime import Predictor
+    from monitoring.reference import load_watched_model
+    from monitoring.window import WindowSpec, read_window
 
     package, holdout = champion_holdout("text", 20)
     expected = Predictor(package.files).score_rows(holdout.to_dict(orient="records"))[:, 1]
@@ -86,4 +91,7 @@ def test_a_live_server_serves_the_champion_from_the_registry_as_the_package_scor
         bad = httpx.post(f"{url}/v1/text/predict", json=[{"text": "  "}], timeout=30)
     served = [p["probability"] for p in answer["predictions"]]
     assert max(abs(a - b) for a, b in zip(served, expected)) < 1e-6
+    assert not any("embedding" in p for p in answer["predictions"])
+    window = read_window(tmp_path / "predictions.db", load_watched_model("text"), WindowSpec())
+    assert window["embedding_1"].notna().all() and window["embedding_1"].std() > 0
     assert bad.status_code == 422 and json.loads(bad.text)["detail"][0]["loc"] == ["body", 0, "text"]

@@ -44,6 +44,18 @@ def test_the_pipeline_registers_a_vision_champion_with_its_preprocessing(result)
     assert contract.inputs[0].shape == [None, 3, 16, 16]
     assert (contract.preprocessing["height"], contract.preprocessing["mode"]) == (16, "RGB")
     assert contract.metrics["test_accuracy"] >= ACCURACY_FLOOR
+    assert (contract.embedding_output, contract.embedding_size) == ("embedding", 8)  # configs default
+
+
+def test_the_monitoring_reference_holds_the_embedding_components_as_drift_columns(result):
+    from monitoring.reference import load_reference, load_watched_model
+
+    model = load_watched_model("vision")
+    reference = load_reference(model)
+    columns = [f"embedding_{i}" for i in range(1, 9)]
+    assert columns == [d.name for d in model.descriptors if d.name.startswith("embedding_")]
+    components = reference[columns].to_numpy()
+    assert components.std(axis=0).min() > 0.3  # unit variance on the valid split the sample is drawn from
 
 
 def test_source_pretraining_is_its_own_registered_run_and_is_cached(result):
@@ -83,6 +95,7 @@ def test_evaluate_logs_mistakes_calibration_grad_cam_and_the_svm_baseline(result
 def test_optimize_checks_logits_parity_and_reports_every_variant(result):
     run = stage_run(result, "vision", "optimize")
     assert run.data.metrics["test_onnx_logits_max_abs_diff"] <= 1e-4
+    assert run.data.metrics["test_onnx_embedding_max_abs_diff"] <= 1e-3
     variants = {"torch_fp32", "onnx_fp32", "onnx_int8_dynamic", "onnx_int8_static"}
     assert {f"{v}_latency_ms_b1" for v in variants} <= set(run.data.metrics)
     assert run.data.tags["shipped_variant"] in variants and run.data.tags["variant_decision"]
@@ -92,10 +105,13 @@ def test_optimize_checks_logits_parity_and_reports_every_variant(result):
 
 def test_a_live_server_answers_png_uploads_as_the_package_scores_them(result, store, tmp_path):
     """Preprocessing parity end to end: the server (pillow + numpy + onnxruntime, no torch) gives the
-    package's answers for the held-out PNGs, sent as multipart files; a broken file gets a 422."""
+    package's answers for the held-out PNGs, sent as multipart files; a broken file gets a 422. The
+    embedding reaches the prediction log, where monitoring reads it, and never the client."""
     import httpx
 
     from modelpkg.runtime import Predictor
+    from monitoring.reference import load_watched_model
+    from monitoring.window import WindowSpec, read_window
 
     package, holdout = champion_holdout("vision", 12)
     expected = Predictor(package.files).score_rows(holdout.to_dict(orient="records"))
@@ -109,4 +125,7 @@ def test_a_live_server_answers_png_uploads_as_the_package_scores_them(result, st
         assert prediction["label"] == labels[int(row.argmax())]
         assert abs(prediction["probability"] - float(row.max())) < 1e-5
         assert len(prediction["top_k"]) == 3
+        assert "embedding" not in prediction
     assert broken.status_code == 422 and "image" in broken.text
+    window = read_window(tmp_path / "predictions.db", load_watched_model("vision"), WindowSpec())
+    assert len(window) == len(holdout) and window["embedding_8"].notna().all()
