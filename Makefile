@@ -96,7 +96,7 @@ bench-tune: $(STAMP)  ## churn XGBoost search, same trial budget: optuna vs Ray 
 bench-churn: $(STAMP)  ## champion test ROC-AUC over 5 split seeds (no seed picking)
 	$(PY) benchmarks/bench_churn.py
 
-bench-serve: $(STAMP)  ## our server vs itself without log/metrics, with synchronous FULL, vs `mlflow models serve` (wrk, batch 1 and 64); micro-batching off/on; 256-client overload
+bench-serve: $(STAMP)  ## our server vs itself without log/metrics, with synchronous FULL, on 2 workers, vs `mlflow models serve` (wrk, batch 1 and 64); micro-batching off/on; 256-client overload
 	$(PY) benchmarks/bench_serve.py
 
 bench-monitor: $(STAMP)  ## drift detection rate per scenario and false alarms over many windows (MODEL=churn|vision|text)

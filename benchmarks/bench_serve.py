@@ -9,6 +9,12 @@ Churn (`churn@champion` in the MLflow store), batch 1 and batch 64, these server
   serving-full  the same with the log's `synchronous: FULL` (a commit survives a power cut, not only a
                 crash of the process): its cost, side by side with `serving`
   serving-bare  the same server with the prediction log and metrics switched off
+  serving-2w    `serving` with `server.workers: 2` (two uvicorn processes, a log file each, metrics in
+                prometheus_client's multiprocess mode): beside `serving`, the 1- and 2-worker rows
+  serving-shadow  `serving` with a shadow challenger (serving/shadow.py) scoring every request beside the
+                champion: the champion's own version under the shadow alias `champion` (a challenger of the
+                same size), so the row shows what shadowing costs (goal: >= 85% of serving's requests/s
+                at batch 1)
   mlflow        mlflow models serve --env-manager local, same registered model (its ONNX pyfunc cannot
                 take the [batch, 1] inputs, so the native scikit-learn model logged beside it in the
                 same run is served, as the issue asks)
@@ -45,6 +51,11 @@ shared machine hits both alike.
                                      [--overload-clients 256] [--overload-seconds 10]
                                      [--overload-limits 16,32,64] [--json PATH]
 
+Only the 1- and 2-worker rows, briefly (about a minute):
+
+    python benchmarks/bench_serve.py --targets serving,serving-2w --batches 1,64 --duration 8 --rounds 2 \
+        --batching-models "" --overload-clients 0
+
 Only the log's durability cost and the overload rows, briefly (about a minute):
 
     python benchmarks/bench_serve.py --targets serving,serving-full --batches 1 --duration 6 --rounds 2 \
@@ -78,6 +89,8 @@ CSV_CANDIDATES = [os.environ.get("CHURN_DATA", ""), str(REPO.parent / "shared/da
                   str(REPO / "data/raw/Telco-Customer-Churn.csv")]
 START_TIMEOUT_SECONDS = 120
 WARMUP_SECONDS = 2
+SHADOW_ALIAS = "champion"  # serving-shadow: the champion shadows itself, a challenger of the same size
+GOAL_SHADOW = 0.85  # issue 18 §3: shadowing costs at most 15% of requests/s at batch 1
 GOAL_VS_MLFLOW, GOAL_OVERHEAD, GOAL_P99_MS = 20.0, 0.8, 15.0
 GOAL_BATCHING_SPEEDUP, GOAL_BATCHING_P99_MS = 2.0, 50.0
 TOY_OF = {"text": "toy_text", "vision": "toy_image"}  # the tests' toy model of each kind: the fallback
@@ -130,7 +143,8 @@ def write_bodies(directory: Path, rows: list[dict], batch: int) -> dict[str, Pat
     ours, theirs = directory / f"serving-{batch}.json", directory / f"mlflow-{batch}.json"
     ours.write_text(json.dumps(rows[:batch]))
     theirs.write_text(json.dumps({"dataframe_records": [{k: v for k, v in r.items() if k != "customerID"} for r in rows[:batch]]}))
-    return {"serving": ours, "serving-full": ours, "serving-bare": ours, "mlflow": theirs}
+    return {"serving": ours, "serving-full": ours, "serving-bare": ours, "serving-2w": ours, "serving-shadow": ours,
+            "mlflow": theirs}
 
 
 def serving_config(workdir: Path, name: str, **sections: dict) -> Path:
@@ -141,6 +155,20 @@ def serving_config(workdir: Path, name: str, **sections: dict) -> Path:
     path.write_text(yaml.safe_dump(with_overrides(load_serving_config(environ={}), **sections).model_dump(mode="json"),
                                    sort_keys=False))
     return path
+
+
+def shadow_config(workdir: Path, model: str, source: list[str]) -> Path:
+    """configs/serving.yaml with `model` shadowed by its own champion version (bundle mode: the bundle
+    linked as <root>/<model>@champion/, where a bundle source looks for a shadow)."""
+    from serving.config import load_serving_config
+
+    if source:
+        root = Path(source[-1])
+        with contextlib.suppress(FileExistsError):
+            (root / f"{model}@{SHADOW_ALIAS}").symlink_to(root / model)
+    models = [entry | ({"shadow": {"enabled": True, "alias": SHADOW_ALIAS}} if entry["name"] == model else {})
+              for entry in load_serving_config(environ={}).model_dump(mode="json")["models"]]
+    return serving_config(workdir, "shadow", models=models)
 
 
 def free_port() -> int:
@@ -220,7 +248,9 @@ def bench_serving(args, wrk, bodies, workdir: Path, targets: list[str], source: 
     """Every variant of our server up at once and measured in turns (see measure): the ratios between
     them are the numbers that matter, and they must not depend on when each ran. Each has its own log."""
     flags = {"serving": [], "serving-bare": ["--no-prediction-log", "--no-metrics"],
-             "serving-full": ["--config", str(serving_config(workdir, "full", prediction_log={"synchronous": "FULL"}))]}
+             "serving-full": ["--config", str(serving_config(workdir, "full", prediction_log={"synchronous": "FULL"}))],
+             "serving-2w": ["--config", str(serving_config(workdir, "2w", server={"workers": 2}))],
+             "serving-shadow": ["--config", str(shadow_config(workdir, args.model, source))]}
     urls = {}
     with contextlib.ExitStack() as stack:
         for target in targets:
@@ -285,7 +315,16 @@ def report(results: list[dict], timings: dict[str, float], served_by_mlflow: str
     print(f"\nmlflow served: {served_by_mlflow}")
     for batch in sorted({r["batch"] for r in results}):
         ours, bare, theirs = by.get(("serving", batch)), by.get(("serving-bare", batch)), by.get(("mlflow", batch))
-        full = by.get(("serving-full", batch))
+        full, two = by.get(("serving-full", batch)), by.get(("serving-2w", batch))
+        shadow = by.get(("serving-shadow", batch))
+        if ours and shadow:
+            ratio = shadow["requests_per_s"] / ours["requests_per_s"]
+            goal = f" (goal >= {GOAL_SHADOW:.0%}: {'met' if ratio >= GOAL_SHADOW else 'MISSED'})" if batch == 1 else ""
+            print(f"batch {batch}: serving-shadow / serving requests/s = {ratio:.0%}{goal} "
+                  f"(p50 {shadow['p50_ms']:.2f} vs {ours['p50_ms']:.2f} ms)")
+        if ours and two:
+            print(f"batch {batch}: 2 workers / 1 worker requests/s = {two['requests_per_s'] / ours['requests_per_s']:.2f}x "
+                  f"(p99 {two['p99_ms']:.2f} vs {ours['p99_ms']:.2f} ms; {os.cpu_count()} CPUs)")
         if ours and full:
             print(f"batch {batch}: synchronous FULL / NORMAL requests/s = {full['requests_per_s'] / ours['requests_per_s']:.0%} "
                   f"(p99 {full['p99_ms']:.2f} vs {ours['p99_ms']:.2f} ms)")
@@ -507,7 +546,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,64", type=lambda s: [int(b) for b in s.split(",")])
-    parser.add_argument("--targets", default="serving,serving-full,serving-bare,mlflow", help="churn rows ('' for none)")
+    parser.add_argument("--targets", default="serving,serving-full,serving-bare,serving-2w,mlflow",
+                        help="churn rows ('' for none)")
     parser.add_argument("--batching-models", default="text,vision", help="micro-batching rows ('' for none)")
     parser.add_argument("--batching-clients", type=int, default=16, help="concurrent clients of the batching rows")
     parser.add_argument("--overload-clients", type=int, default=256, help="clients of the overload rows (0: none)")
@@ -540,7 +580,8 @@ def main() -> None:
             print(f"{args.model}: {'version %s (run %s)' % found if found else 'TOY'}; wrk -t{args.threads} "
                   f"-c{args.connections}, {args.duration:g} s per server and batch in {args.rounds} turns; "
                   f"{os.cpu_count()} CPUs", flush=True)
-            ours = [target for target in ("serving", "serving-full", "serving-bare") if target in targets]
+            ours = [target for target in ("serving", "serving-full", "serving-bare", "serving-2w", "serving-shadow")
+                    if target in targets]
             if ours:
                 results += bench_serving(args, wrk, bodies, workdir, ours, source)
             if "mlflow" in targets:

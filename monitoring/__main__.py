@@ -106,7 +106,7 @@ def command_run(args: argparse.Namespace, config: MonitoringConfig, serving: Ser
     db_path = serving.prediction_log.path
     outcomes = run_monitoring(config, args.model, db_path, spec, simulated=args.simulated, version=args.version)
     print_outcomes(outcomes)
-    index = build_index(config.reports_for(args.model), args.model, config.quality)
+    index = build_index(config.reports_for(args.model), args.model, config.quality, db_path)
     print(f"reports: {index}")
     alerts = [outcome for outcome in outcomes if outcome.alert.triggered]
     if alerts and args.retrain:
@@ -152,7 +152,7 @@ def command_simulate(args: argparse.Namespace, config: MonitoringConfig, serving
 
 
 def command_index(args: argparse.Namespace, config: MonitoringConfig, serving: ServingConfig) -> int:
-    index = build_index(config.reports_for(args.model), args.model, config.quality)
+    index = build_index(config.reports_for(args.model), args.model, config.quality, serving.prediction_log.path)
     if index is None:
         print(f"no monitoring reports under {config.reports_for(args.model)}: run `python -m monitoring run` first")
         return ERROR_EXIT_CODE

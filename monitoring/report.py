@@ -15,6 +15,7 @@ from monitoring.config import QualityConfig
 from monitoring.drift import minus_log10
 from monitoring.simulate import scenario_during
 from pipelines.common.plots import plt  # headless (Agg) matplotlib
+from serving.predlog import read_shadow
 
 INDEX_FILE = "index.html"
 PLOT_FILE = "drift_over_time.png"
@@ -113,6 +114,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}} .alert{{color:
 <p>{count} windows. Drift tests are p-value tests at the per-test threshold shown in the plot (a
 Bonferroni split of the window's false-alarm budget); see docs/monitoring.md.</p>
 <img src="{plot}" alt="drift over time" style="max-width:100%">
+{shadow}
 <table><tr><th>#</th><th>window (UTC)</th><th>scenario</th><th>version</th><th>rows</th><th>labelled</th>
 <th>drifted features</th><th>prediction drift p</th><th>{metric}</th><th>status</th><th>reports</th>
 <th>MLflow run</th></tr>
@@ -121,7 +123,41 @@ Bonferroni split of the window's false-alarm budget); see docs/monitoring.md.</p
 """
 
 
-def build_index(directory: Path, model: str, quality: QualityConfig = QualityConfig()) -> Path | None:
+def shadow_comparison(db_path: Path, model: str) -> list[dict]:
+    """Champion vs shadow challenger on live traffic, per pair of versions: rows, how often their answers
+    agree, and each one's accuracy on the rows whose labels arrived (the served labels, as clients saw them)."""
+    pairs: dict[tuple[str, str], list[dict]] = {}
+    for row in read_shadow(db_path, model):
+        pairs.setdefault((row["version"], row["shadow_version"]), []).append(row)
+    return [pair_summary(champion, challenger, rows) for (champion, challenger), rows in pairs.items()]
+
+
+def pair_summary(champion: str, challenger: str, rows: list[dict]) -> dict:
+    labelled = [row for row in rows if row["label"] is not None]
+
+    def accuracy(key: str) -> float | None:
+        return sum(row[key]["label"] == row["label"] for row in labelled) / len(labelled) if labelled else None
+
+    agree = sum(row["outputs"]["label"] == row["shadow_outputs"]["label"] for row in rows) / len(rows)
+    return {"champion": champion, "challenger": challenger, "rows": len(rows), "labelled": len(labelled),
+            "agreement": agree, "champion_accuracy": accuracy("outputs"), "challenger_accuracy": accuracy("shadow_outputs")}
+
+
+def shadow_section(pairs: list[dict]) -> str:
+    """The champion-vs-challenger table (empty when the server shadowed nothing)."""
+    if not pairs:
+        return ""
+    share = lambda value: "-" if value is None else f"{value:.3f}"  # noqa: E731
+    rows = "".join("<tr>" + "".join(cell(v) for v in (
+        f"v{p['champion']}", f"v{p['challenger']}", p["rows"], p["labelled"], share(p["agreement"]),
+        share(p["champion_accuracy"]), share(p["challenger_accuracy"]))) + "</tr>" for p in pairs)
+    return ("<h2>Champion vs shadow challenger on live traffic</h2><table><tr><th>champion</th><th>challenger</th>"
+            "<th>shadow rows</th><th>labelled</th><th>same label</th><th>champion accuracy</th>"
+            f"<th>challenger accuracy</th></tr>{rows}</table>")
+
+
+def build_index(directory: Path, model: str, quality: QualityConfig = QualityConfig(),
+                db_path: Path | None = None) -> Path | None:
     """Write index.html and the plot for every window found under `directory`; None when there is none."""
     summaries = named_by_scenario(read_summaries(directory), directory)
     if not summaries:
@@ -129,8 +165,9 @@ def build_index(directory: Path, model: str, quality: QualityConfig = QualityCon
     metric = quality.metric
     plot_drift_over_time(summaries, directory / PLOT_FILE, quality)
     rows = "\n".join(table_row(i, s, metric) for i, s in reversed(list(enumerate(summaries))))
+    shadow = shadow_section(shadow_comparison(db_path, model)) if db_path is not None else ""
     page = PAGE.format(title=f"{html.escape(model)}: drift monitoring history", count=len(summaries),
-                       plot=PLOT_FILE, metric=metric, rows=rows)
+                       plot=PLOT_FILE, metric=metric, rows=rows, shadow=shadow)
     path = directory / INDEX_FILE
     path.write_text(page)
     return path

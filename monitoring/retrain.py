@@ -11,6 +11,9 @@
    as the server would) and let the repo's one promotion rule decide (`pipelines.common.promotion`:
    enough judge rows, the lower end of the gain's paired-bootstrap interval above a margin, no regression
    on the curated test split nor on cost at the served threshold, a cooldown since the last promotion).
+   With a shadow challenger (serving/shadow.py: the server scored live traffic with both), steps 1-3 give
+   way: the judge rows are the shadow rows whose labels arrived, each with both models' logged answers
+   (the challenger never trained on traffic served after it was registered), judged by the same rule.
 4. Log the decision and its evidence to MLflow first, promoted or not; then, only if promoted, move the
    `champion` alias by compare-and-set: if another promotion moved it since step 1, abort (AliasMoved).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -32,16 +36,17 @@ from monitoring.config import MonitoringConfig, RetrainConfig
 from monitoring.reference import WatchedModel, load_watched_model
 from monitoring.window import TS
 from pipelines.common import registry, tracking
-from pipelines.common.bootstrap import Decision
+from pipelines.common.bootstrap import Decision, probability_matrix
 from pipelines.common.config import OutcomeCosts
 from pipelines.common.promotion import Evidence, Side, Verdict, check_rows, decide_promotion
 from pipelines.common.registry import CHALLENGER, CHAMPION
-from serving.predlog import read_predictions
+from serving.predlog import read_predictions, read_shadow
 
 log = logging.getLogger(__name__)
 
 Trainer = Callable[[pd.DataFrame], "str | None"]  # extra training rows -> registered challenger version
 JUDGED_ON = "recent labelled traffic"
+JUDGED_ON_SHADOW = "labelled shadow traffic"
 
 
 class CannotRetrain(ValueError):
@@ -110,11 +115,48 @@ def judge(champion: WatchedModel, challenger: WatchedModel, rows: pd.DataFrame, 
         raise ValueError(f"{champion.name}: challenger v{challenger.version} has classes {challenger.contract.labels}, "
                          f"champion v{champion.version} {champion.contract.labels}: they cannot be compared")
     stored = rows[input_columns(rows)].to_dict(orient="records")
+    return verdict(champion, rows[LABEL], side(champion, stored), side(challenger, stored), settings, seed,
+                   costs=costs, last_promotion=last_promotion, now=now)
+
+
+def verdict(champion: WatchedModel, labels, champion_side: Side, challenger_side: Side, settings: RetrainConfig,
+            seed: int, *, costs: OutcomeCosts | None = None, last_promotion: float | None = None,
+            now: float | None = None) -> Verdict:
+    """The repo's one promotion rule on two sides' evidence, however they were scored."""
     binary = len(champion.contract.labels) == 2
-    evidence = Evidence(class_indices(rows[LABEL], champion.contract.labels, champion.name), side(champion, stored),
-                        side(challenger, stored), positive=champion.contract.positive_index if binary else None,
+    evidence = Evidence(class_indices(labels, champion.contract.labels, champion.name), champion_side,
+                        challenger_side, positive=champion.contract.positive_index if binary else None,
                         last_promotion=last_promotion, now=now)
     return decide_promotion(evidence, settings, costs=costs, seed=seed)
+
+
+def logged_probabilities(outputs: list[dict], model: WatchedModel) -> np.ndarray:
+    """Logged answers -> [rows, classes] probabilities (a binary answer carries P(positive) alone)."""
+    labels = model.contract.labels
+    if len(labels) == 2:
+        return probability_matrix([output["probability"] for output in outputs], model.contract.positive_index)
+    return np.array([[output["probabilities"][label] for label in labels] for output in outputs], dtype=np.float64)
+
+
+def logged_side(model: WatchedModel, outputs: list[dict]) -> Side:
+    """A side from what the server answered (or shadow-logged), decided at the model's own threshold."""
+    probabilities = logged_probabilities(outputs, model)
+    return Side(probabilities, served_decisions(probabilities, model.contract)[0], dict(model.contract.metrics))
+
+
+def shadow_rows(db_path: Path, model: str, champion_version: str, rows: int) -> list[dict]:
+    """The newest labelled shadow rows of the champion now serving and of the newest shadow version;
+    empty when the server shadowed nothing (yet) for it."""
+    found = [row for row in read_shadow(db_path, model, labelled=True, last_n=rows) if row["version"] == champion_version]
+    newest = found[-1]["shadow_version"] if found else None
+    return [row for row in found if row["shadow_version"] == newest]
+
+
+def judge_shadow(champion: WatchedModel, challenger: WatchedModel, rows: list[dict], settings: RetrainConfig,
+                 seed: int, **rules) -> Verdict:
+    """Both sides as the server logged them on live traffic: no rescoring, the same rule."""
+    return verdict(champion, [row["label"] for row in rows], logged_side(champion, [row["outputs"] for row in rows]),
+                   logged_side(challenger, [row["shadow_outputs"] for row in rows]), settings, seed, **rules)
 
 
 def pipeline_trainer(project: str, config_path: str) -> Trainer:
@@ -134,6 +176,7 @@ class RetrainOutcome:
     verdict: Verdict
     train_rows: int
     run_id: str | None = None  # the MLflow run holding the decision and its evidence
+    judged_on: str = JUDGED_ON
 
     @property
     def decision(self) -> Decision:
@@ -147,7 +190,7 @@ class RetrainOutcome:
     @property
     def reason(self) -> str:
         return (f"{self.verdict.reason(f'challenger v{self.challenger_version}', f'champion v{self.champion_version}')}"
-                f" (judged on {JUDGED_ON})")
+                f" (judged on {self.judged_on})")
 
 
 def log_decision(experiment: str, outcome: RetrainOutcome, trigger: str) -> str:
@@ -160,7 +203,7 @@ def log_decision(experiment: str, outcome: RetrainOutcome, trigger: str) -> str:
                            "challenger_version": outcome.challenger_version, "confidence": d.required,
                            "min_gain": d.min_gain, "train_extra_rows": outcome.train_rows, "judge_rows": d.rows})
         mlflow.log_metrics(d.as_metrics("judge") | outcome.verdict.as_metrics() | {"promoted": float(outcome.promoted)})
-        mlflow.set_tags({"decision": "promoted" if outcome.promoted else "kept champion",
+        mlflow.set_tags({"decision": "promoted" if outcome.promoted else "kept champion", "judged_on": outcome.judged_on,
                          "reason": outcome.reason[:5000], "refused_by": ", ".join(outcome.verdict.refused_by) or "-"})
         tracking.log_json({"champion_version": outcome.champion_version,
                            "challenger_version": outcome.challenger_version, "train_rows": outcome.train_rows,
@@ -185,6 +228,9 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
                        trainer: Trainer | None = None) -> RetrainOutcome:
     settings, model_cfg = config.retrain, config.model(model_name)
     champion = load_watched_model(model_name, alias=CHAMPION)
+    shadowed = shadow_rows(db_path, model_name, champion.version, settings.recent_rows)
+    if shadowed:
+        return decide_on_shadow(config, champion, shadowed, trigger)
     recent = training_frame(recent_labelled_records(db_path, model_name, settings.recent_rows), champion)
     train_rows, judge_rows = split_in_time(recent, settings.eval_fraction)
     judge_rows = drop_rows_seen_in(judge_rows, train_rows, input_columns(recent))
@@ -201,9 +247,26 @@ def retrain_and_decide(config: MonitoringConfig, model_name: str, db_path: Path,
     challenger = load_watched_model(model_name, version=str(version))
     verdict = judge(champion, challenger, judge_rows, settings, config.seed, costs=model_cfg.costs,
                     last_promotion=registry.last_promotion(model_name))
-    outcome = RetrainOutcome(champion.version, challenger.version, verdict, len(train_rows))
+    return record_and_promote(config, RetrainOutcome(champion.version, challenger.version, verdict, len(train_rows)),
+                              model_name, trigger)
+
+
+def decide_on_shadow(config: MonitoringConfig, champion: WatchedModel, rows: list[dict], trigger: str) -> RetrainOutcome:
+    """The challenger the server shadowed, judged on its labelled shadow rows: nothing is trained."""
+    settings, model_cfg = config.retrain, config.model(champion.name)
+    challenger = load_watched_model(champion.name, version=rows[-1]["shadow_version"])
+    log.info("judging shadow challenger v%s against champion v%s on %d labelled shadow rows", challenger.version,
+             champion.version, len(rows))
+    verdict = judge_shadow(champion, challenger, rows, settings, config.seed, costs=model_cfg.costs,
+                           last_promotion=registry.last_promotion(champion.name))
+    outcome = RetrainOutcome(champion.version, challenger.version, verdict, 0, judged_on=JUDGED_ON_SHADOW)
+    return record_and_promote(config, outcome, champion.name, trigger)
+
+
+def record_and_promote(config: MonitoringConfig, outcome: RetrainOutcome, model_name: str, trigger: str) -> RetrainOutcome:
+    """Evidence to MLflow first, then (only if promoted) the alias."""
     log.info("%s: %s", model_name, outcome.reason)
-    outcome = replace(outcome, run_id=log_decision(model_cfg.experiment, outcome, trigger))
+    outcome = replace(outcome, run_id=log_decision(config.model(model_name).experiment, outcome, trigger))
     if outcome.promoted:
         promote(model_name, outcome)
     return outcome

@@ -42,11 +42,13 @@ from serving.ids import IdFactory
 from serving.metrics import CONTENT_TYPE, NoMetrics, ServingMetrics
 from serving.middleware import AdmissionMiddleware, BodyLimitMiddleware, ObservabilityMiddleware, header
 from serving.models import LoadedModel, ModelStore, ModelUnavailable
-from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError, Retention, StoredLabels
+from serving.predlog import LoggedRequest, PredictionLog, PredictionLogError, Retention, StoredLabels, worker_log_path
+from serving.shadow import ShadowJob, ShadowScorer
 from serving.schemas import (AUTH_RESPONSES, FEEDBACK_RESPONSES, PREDICT_RESPONSES, FeedbackAccepted, PredictResponse,
                              feedback_request, json_safe, parse_feedback)
 from serving.sources import ModelSource, source_for
 from serving.uploads import MULTIPART, read_upload, upload_schema
+from serving.workers import Reloads, Worker
 
 log = logging.getLogger(__name__)
 GENERIC_RECORDS = {"type": "array", "items": {"type": "object"}}  # docs of a model that is not loaded
@@ -64,23 +66,38 @@ class Services:
     metrics: ServingMetrics | NoMetrics
     ids: IdFactory
     keys: Keys
+    shadow: ShadowScorer | None = None  # scores challengers beside champions; None: no model shadows
+    reloads: Reloads | None = None  # one worker of several: reloads reach the others through it
 
 
-def build_services(config: ServingConfig, source: ModelSource | None = None) -> Services:
+def build_services(config: ServingConfig, source: ModelSource | None = None, worker: Worker | None = None) -> Services:
     metrics = ServingMetrics(config.metrics) if config.metrics.enabled else NoMetrics()
     log_config = config.prediction_log
-    predlog = prediction_log(log_config) if log_config.enabled else None
+    predlog = prediction_log(log_config, worker.slot if worker else None) if log_config.enabled else None
     store = ModelStore(config, source or source_for(config.source), on_change=metrics.model_changed,
                        on_batch=metrics.observe_batch)
     return Services(config=config, store=store, predlog=predlog, metrics=metrics, ids=IdFactory(),
-                    keys=server_keys(config))  # a key too short, or named and unset, stops start-up here
+                    keys=server_keys(config), shadow=shadow_scorer(config, predlog))  # a key too short, or named and unset, stops start-up here
 
 
-def prediction_log(config: PredictionLogConfig) -> PredictionLog:
-    """The log as configs/serving.yaml's `prediction_log` section sets it up (not started)."""
+def shadow_scorer(config: ServingConfig, predlog: PredictionLog | None) -> ShadowScorer | None:
+    """A scorer when some model has a shadow enabled; shadow rows live in the log, so none without it."""
+    shadowed = {model.name: model.shadow.max_pending_records for model in config.models if model.shadow.enabled}
+    if shadowed and predlog is None:
+        log.warning("shadow scoring is off: it needs the prediction log (models %s)", ", ".join(shadowed))
+    if not shadowed or predlog is None:
+        return None
+    gather_ms = min(model.shadow.gather_ms for model in config.models if model.shadow.enabled)
+    return ShadowScorer(predlog, shadowed, gather_seconds=gather_ms / 1000)
+
+
+def prediction_log(config: PredictionLogConfig, worker: int | None = None) -> PredictionLog:
+    """The log as configs/serving.yaml's `prediction_log` section sets it up (not started); worker k of
+    several writes its own file of it."""
     retention = config.retention
     return PredictionLog(
-        config.path, synchronous=config.synchronous, wait_for_commit=config.wait_for_commit,
+        worker_log_path(config.path, worker), shared_path=config.path if worker is not None else None,
+        synchronous=config.synchronous, wait_for_commit=config.wait_for_commit,
         max_batch_rows=config.max_batch_rows, checkpoint_interval=config.checkpoint_interval_seconds,
         commit_timeout=config.commit_timeout_seconds, max_queue_rows=config.max_queue_rows,
         retry_interval=config.retry_interval_seconds, journal_size_limit=config.journal_size_limit_bytes,
@@ -90,8 +107,12 @@ def prediction_log(config: PredictionLogConfig) -> PredictionLog:
                             batch_rows=retention.batch_rows))
 
 
-def create_app(config: ServingConfig, source: ModelSource | None = None) -> FastAPI:
-    services = build_services(config, source)
+def create_app(config: ServingConfig, source: ModelSource | None = None, worker: Worker | None = None) -> FastAPI:
+    """The app; `worker`: this process is one of several uvicorn workers (serving/workers.py)."""
+    services = build_services(config, source, worker)
+    if worker is not None:
+        services.reloads = Reloads(worker, services.store, config.server.reload_poll_seconds,
+                                   config.server.reload_confirm_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -100,12 +121,19 @@ def create_app(config: ServingConfig, source: ModelSource | None = None) -> Fast
         then commit what the log still holds."""
         if services.predlog:
             services.predlog.start()
+        if services.shadow:
+            services.shadow.start()
         await asyncio.to_thread(services.store.load_all)
         settle_garbage_collector()
+        follower = asyncio.create_task(services.reloads.follow()) if services.reloads else None
         try:
             yield
         finally:
+            if follower:
+                follower.cancel()
             await services.store.drain()
+            if services.shadow:
+                await asyncio.to_thread(services.shadow.close)
             if services.predlog:
                 await asyncio.to_thread(services.predlog.close)
 
@@ -204,6 +232,7 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
                 request_id=request_id, ts=ts, model=name, version=model.version, ids=ids,
                 inputs=partial(model.adapter.log_inputs, records), outputs=outputs,  # made by the writer
                 latency_ms=(time.perf_counter() - started) * 1000))
+            shadow_request(services, name, request_id, ts, ids, records)
         services.metrics.observe_predictions(name, model.version, outputs)
         predictions = [{"id": id_, **public_answer(output)} for id_, output in zip(ids, outputs)]
         body = {"model": name, "version": model.version, "request_id": request_id, "predictions": predictions}
@@ -238,6 +267,14 @@ def add_model_routes(app: FastAPI, services: Services, name: str) -> None:
                                   "`feedback.auth: none`). The first label of a prediction is the one that "
                                   "counts; a later one is taken only with `\"correction\": true` (every label "
                                   "is kept in the log's history), and a repeated label without it answers 409.")
+
+
+def shadow_request(services: Services, name: str, request_id: str, ts: float, ids: list[str], records: list) -> None:
+    """Hand a logged request to the shadow scorer, when the model has a challenger loaded (one queue put:
+    the challenger scores in the scorer's thread, after this answer has gone)."""
+    shadow = services.store.shadow(name) if services.shadow else None
+    if shadow is not None:
+        services.shadow.submit(ShadowJob(shadow, request_id, ts, ids, records))
 
 
 def feedback_key_needed(config: ServingConfig) -> str:
@@ -380,7 +417,7 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
         described = []
         for name in store.names:
             model = store.current(name)
-            described.append(model.describe() if model else
+            described.append(model.describe() | {"shadow": store.shadow_state(name)} if model else
                              {"name": name, "status": "unavailable", "error": store.problems().get(name)})
         return {"models": described}
 
@@ -404,7 +441,10 @@ def add_operations_routes(app: FastAPI, services: Services) -> None:
         if model is not None and model not in store.names:
             raise HTTPException(404, f"unknown model {model!r} (configured: {', '.join(store.names)})")
         results = await asyncio.to_thread(store.reload, [model] if model else None, allow_schema_change=allow_schema_change)
-        return JSONResponse({"reloaded": results}, status_code=reload_status(services.config, results))
+        body = {"reloaded": results}
+        if services.reloads:  # several workers: the others repeat it; say how many have confirmed
+            body["workers"] = await services.reloads.broadcast(model, allow_schema_change)
+        return JSONResponse(body, status_code=reload_status(services.config, results))
 
 
 def reload_status(config: ServingConfig, results: dict[str, dict]) -> int:

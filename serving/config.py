@@ -42,6 +42,11 @@ class ServerConfig(Config):
     limit_concurrency: int = Field(gt=0)
     max_requests_in_flight: int = Field(gt=0)  # POSTs under /v1/ being answered at once; more: 503 + Retry-After
     retry_after_seconds: int = Field(ge=1)  # Retry-After on every 503 that a retry may cure
+    # Several workers (docs/serving.md, "Several workers"): uvicorn runs this many processes on one socket;
+    # each has its own prediction log file and follows the others' /admin/reload.
+    workers: int = Field(1, ge=1)
+    reload_poll_seconds: float = Field(1.0, gt=0)  # how often a worker looks for a reload another one took
+    reload_confirm_seconds: float = Field(5.0, gt=0)  # how long /admin/reload waits for the others to confirm
 
     @model_validator(mode="after")
     def app_limit_below_uvicorn(self) -> "ServerConfig":
@@ -98,6 +103,19 @@ class BatchingConfig(Config):
     max_records: int = Field(32, gt=0)  # records per graph call; a request larger than this runs alone
 
 
+class ShadowConfig(Config):
+    """A challenger scored beside the champion on live traffic (serving/shadow.py): the client gets the
+    champion's answer only; the challenger's prediction is logged under the same id, for promotion."""
+
+    enabled: bool = False
+    alias: str = "challenger"  # the registry alias (bundle mode: the folder <bundle_root>/<name>@<alias>/)
+    # records waiting to be shadow-scored beyond which new ones are skipped (counted, never a failed request)
+    max_pending_records: int = Field(8192, gt=0)
+    # after a request arrives, the scorer gathers others this long into one graph call and one log hand-over
+    # (the scorer is shared: the smallest value of the shadowed models counts)
+    gather_ms: float = Field(10.0, ge=0)
+
+
 class ModelConfig(Config):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")  # also the URL segment: /v1/<name>/predict
     alias: str = "champion"
@@ -113,6 +131,7 @@ class ModelConfig(Config):
     batching: BatchingConfig = BatchingConfig()
     # multi-class answers list this many most likely classes (`top_k`); 0: none. Binary answers never do.
     top_k: int = Field(3, ge=0)
+    shadow: ShadowConfig = ShadowConfig()
 
 
 @dataclass(frozen=True)

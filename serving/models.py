@@ -32,6 +32,7 @@ from serving.adapter import Adapter
 from serving.batcher import MicroBatcher
 from serving.config import ModelConfig, ModelSettings, ServingConfig
 from serving.errors import public, report
+from serving.shadow import resolve_shadow
 from serving.sources import BundleSource, ModelSource, ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,8 @@ class ModelStore:
         self.on_batch = on_batch
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {model.name: "not loaded yet" for model in config.models}
+        self._shadows: dict[str, LoadedModel] = {}  # each model's shadow challenger, when one is loaded
+        self._shadow_errors: dict[str, str] = {}  # why a model with shadow enabled has none
         self._reload_lock = threading.Lock()
 
     @property
@@ -186,6 +189,51 @@ class ModelStore:
 
     def current(self, name: str) -> LoadedModel | None:
         return self._models.get(name)
+
+    def shadow(self, name: str) -> LoadedModel | None:
+        """The challenger scored beside `name` (serving/shadow.py), or None: shadow off, or none loaded."""
+        return self._shadows.get(name)
+
+    def shadow_state(self, name: str) -> dict:
+        """What /v1/models says of a model's shadow: off, loaded (version, alias) or unavailable (why)."""
+        shadow_config = self.config.model(name).shadow
+        if not shadow_config.enabled:
+            return {"enabled": False}
+        shadow = self._shadows.get(name)
+        if shadow is None:
+            return {"enabled": True, "alias": shadow_config.alias, "status": "unavailable",
+                    "error": self._shadow_errors.get(name, "not loaded yet")}
+        return {"enabled": True, "alias": shadow_config.alias, "status": "loaded", "version": shadow.version,
+                "source": shadow.source}
+
+    def load_shadow(self, name: str) -> LoadedModel | None:
+        """Load (or reload) the challenger that shadows `name`, when enabled. A missing or broken challenger
+        only means no shadow: recorded for /v1/models, never raised (the champion serves regardless)."""
+        shadow_config = self.config.model(name).shadow
+        champion = self._models.get(name)
+        if not shadow_config.enabled or champion is None:
+            self._shadows.pop(name, None)
+            return None
+        try:
+            shadow = self._load_shadow(name, shadow_config.alias, champion)
+        except Exception as error:  # noqa: BLE001 - a shadow never stops serving
+            self._shadows.pop(name, None)
+            self._shadow_errors[name] = f"{type(error).__name__}: {error}"[:500]
+            log.warning("no shadow for %s (alias %r): %s", name, shadow_config.alias, self._shadow_errors[name])
+            return None
+        self._shadows[name] = shadow
+        self._shadow_errors.pop(name, None)
+        log.info("shadowing %s v%s with v%s (%s)", name, champion.version, shadow.version, shadow_config.alias)
+        return shadow
+
+    def _load_shadow(self, name: str, alias: str, champion: LoadedModel) -> LoadedModel:
+        """A shadow scores the champion's decoded records: it must take the same inputs. No batcher of its
+        own: the scorer thread batches (serving/shadow.py)."""
+        shadow = load_model(resolve_shadow(self.source, name, alias), self.config.model(name), self.config)
+        changes = schema_changes(champion.contract, shadow.contract)
+        if changes:
+            raise SchemaChanged(name, shadow.version, changes)
+        return replace(shadow, batcher=None)
 
     def problems(self, *, required_only: bool = False) -> dict[str, str]:
         """Why each configured model that is not serving is not serving (empty: all ready)."""
@@ -235,6 +283,7 @@ class ModelStore:
                 self.load(name)
             except Exception:  # already logged and recorded by load()
                 pass
+            self.load_shadow(name)
 
     def reload(self, names: list[str] | None = None, *, allow_schema_change: bool = False) -> dict[str, dict]:
         """Switch each model to its alias's current version. One reload at a time. Each answer says what
@@ -258,4 +307,7 @@ class ModelStore:
                 except Exception as error:  # after the load (a listener): logged, answered by id only
                     results[name] = {"ok": False, "previous": before,
                                      "error": public("failed to switch", report(log, f"reload of {name!r}", error))}
+                if self.config.model(name).shadow.enabled:  # hot reload reloads the shadow too
+                    self.load_shadow(name)
+                    results[name]["shadow"] = self.shadow_state(name)
         return results

@@ -31,6 +31,7 @@ import itertools
 import json
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -54,7 +55,15 @@ CREATE TABLE IF NOT EXISTS feedback_history (
     prediction_id TEXT NOT NULL, label TEXT NOT NULL, ts REAL NOT NULL, outcome TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_history_prediction ON feedback_history (prediction_id);
+CREATE TABLE IF NOT EXISTS shadow_predictions (
+    id TEXT NOT NULL, request_id TEXT, ts REAL, model TEXT, version TEXT, outputs TEXT, latency_ms REAL,
+    PRIMARY KEY (id, version)
+);
+CREATE INDEX IF NOT EXISTS shadow_predictions_model_ts ON shadow_predictions (model, ts);
 """
+# A shadow challenger's prediction (serving/shadow.py): under the champion's prediction id, with its own
+# version; the table is the flag. Best effort: a row lost here never failed a request.
+INSERT_SHADOW = "INSERT OR IGNORE INTO shadow_predictions VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_PREDICTION = "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # Rows go in 64 to a statement: one SQLite step (one release of the GIL) per 64 rows instead of per row,
 # 30% less writer CPU per row than executemany alone (64 x 8 parameters stay under SQLite's 999).
@@ -74,6 +83,25 @@ SQLITE_MAX_VARIABLES = 900  # stay under SQLite's smallest compiled limit on bou
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a reader or writer waits for a lock before giving up
 
 
+# ------------------------------------------------------------------------------------------------ layout
+def worker_log_path(db_path: str | Path, worker: int | None) -> Path:
+    """The file one server process writes: the configured path itself when one process serves (None), else
+    `<stem>.w<k><suffix>` beside it for worker k, so that no two processes write one SQLite file (each has
+    its own writer thread and group commit). With log_files, the one rule of the layout."""
+    path = Path(db_path)
+    return path if worker is None else path.with_name(f"{path.stem}.w{worker}{path.suffix}")
+
+
+def log_files(db_path: str | Path) -> list[Path]:
+    """Every file that holds part of the log configured at `db_path`, those that exist: the path itself
+    (one process) and each worker's (several), whatever the worker count was, so readers never need it."""
+    path = Path(db_path)
+    pattern = re.compile(rf"{re.escape(path.stem)}\.w(\d+){re.escape(path.suffix)}")
+    workers = sorted((int(match.group(1)), candidate) for candidate in path.parent.glob(f"{path.stem}.w*{path.suffix}")
+                     if (match := pattern.fullmatch(candidate.name)) and candidate.is_file())
+    return ([path] if path.is_file() else []) + [candidate for _, candidate in workers]
+
+
 # ----------------------------------------------------------------------------------------------- reading
 def read_predictions(
     db_path: str | Path, model: str, *, start_ts: float | None = None, end_ts: float | None = None,
@@ -87,10 +115,23 @@ def read_predictions(
     `labelled`: only those with a label; `last_n` keeps the newest n of those (all filters run in SQL, so
     a reader holds at most `last_n` rows however long the log).
     Each dict: id, request_id, ts, model, version, inputs (dict), outputs (dict), label (str | None).
-    A log that does not exist yet holds no predictions.
+    A log that does not exist yet holds no predictions. Several workers' files (log_files) read as one log.
     """
-    if not Path(db_path).is_file():
-        return []
+    files = log_files(db_path)
+    if len(files) == 1:
+        return _read_file(files[0], model, start_ts=start_ts, end_ts=end_ts, last_n=last_n, version=version,
+                          labelled=labelled)
+    rows = sorted((row for path in files for row in _read_file(path, model, start_ts=start_ts, end_ts=end_ts,
+                                                                last_n=last_n, version=version, labelled=labelled)),
+                  key=lambda row: row["ts"])  # stable: each file's own order among equal times
+    return rows if last_n is None else rows[max(len(rows) - last_n, 0):]
+
+
+def _read_file(
+    db_path: Path, model: str, *, start_ts: float | None, end_ts: float | None, last_n: int | None,
+    version: str | None, labelled: bool,
+) -> list[dict]:
+    """read_predictions over one file of the log (a prediction's labels live in the file that holds it)."""
     where, params = ["p.model = ?"], [model]
     if version is not None:
         where.append("p.version = ?")
@@ -121,14 +162,42 @@ def _as_dict(row: tuple) -> dict:
             "inputs": json.loads(inputs), "outputs": json.loads(outputs), "label": label}
 
 
+def read_shadow(db_path: str | Path, model: str, *, labelled: bool = False, last_n: int | None = None,
+                start_ts: float | None = None) -> list[dict]:
+    """Each shadow prediction beside the champion's answer to the same request, oldest first: id, ts,
+    version and outputs (the champion's), shadow_version and shadow_outputs (the challenger's), and the
+    label that counts (None before any). `labelled`, `last_n` and `start_ts` as in read_predictions."""
+    if not Path(db_path).is_file():
+        return []
+    where, params = ["s.model = ?"], [model]
+    if labelled:
+        where.append("f.label IS NOT NULL")
+    if start_ts is not None:
+        where.append("s.ts >= ?")
+        params.append(start_ts)
+    query = ("SELECT s.id, s.ts AS ts, p.version, p.outputs, s.version, s.outputs, f.label, s.rowid AS seq "
+             "FROM shadow_predictions s JOIN predictions p ON p.id = s.id "
+             f"LEFT JOIN feedback f ON f.prediction_id = s.id WHERE {' AND '.join(where)}")
+    if last_n is not None:
+        query += " ORDER BY s.ts DESC, seq DESC LIMIT ?"
+        params.append(last_n)
+    with _reader(db_path) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'shadow_predictions'").fetchone():
+            return []  # a log written before shadows existed
+        rows = connection.execute(f"SELECT * FROM ({query}) ORDER BY ts, seq", params).fetchall()
+    return [{"id": id_, "ts": ts, "version": version, "outputs": json.loads(outputs), "shadow_version": shadow_version,
+             "shadow_outputs": json.loads(shadow_outputs), "label": label}
+            for id_, ts, version, outputs, shadow_version, shadow_outputs, label, _ in rows]
+
+
 def read_label_history(db_path: str | Path, prediction_id: str) -> list[dict]:
     """Every label posted for one prediction, oldest first: label, ts and outcome (first, correction, or
     refused). The label that counts is the one read_predictions returns; this is the audit trail."""
-    if not Path(db_path).is_file():
-        return []
-    with _reader(db_path) as connection:
-        rows = connection.execute("SELECT label, ts, outcome FROM feedback_history WHERE prediction_id = ? "
-                                  "ORDER BY rowid", (prediction_id,)).fetchall()
+    rows = []
+    for path in log_files(db_path):  # the history lives in the file that holds the prediction
+        with _reader(path) as connection:
+            rows += connection.execute("SELECT label, ts, outcome FROM feedback_history WHERE prediction_id = ? "
+                                       "ORDER BY rowid", (prediction_id,)).fetchall()
     return [{"label": label, "ts": ts, "outcome": outcome} for label, ts, outcome in rows]
 
 
@@ -255,6 +324,13 @@ class _Feedback:
 
 
 @dataclass(slots=True)
+class _ShadowRows:
+    """Rows of shadow predictions, encoded by the scorer thread; nobody waits for their commit."""
+
+    rows: list[tuple]
+
+
+@dataclass(slots=True)
 class _Flush:
     done: Future  # a blocking caller waits on it
 
@@ -297,8 +373,10 @@ class PredictionLog:
                  commit_timeout: float = DEFAULT_COMMIT_TIMEOUT_SECONDS, max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
                  retry_interval: float = DEFAULT_RETRY_INTERVAL_SECONDS,
                  journal_size_limit: int = DEFAULT_JOURNAL_SIZE_LIMIT_BYTES, max_size_bytes: int | None = None,
-                 retention: Retention = Retention()):
+                 retention: Retention = Retention(), shared_path: str | Path | None = None):
         self.db_path = Path(db_path)
+        # One worker of several: the configured path of the whole log, whose other files feedback searches.
+        self.shared_path = Path(shared_path) if shared_path is not None else None
         self.synchronous = synchronous
         self.wait_for_commit = wait_for_commit
         self.max_batch_rows = max_batch_rows
@@ -377,6 +455,13 @@ class PredictionLog:
             return await asyncio.wait_for(job.waiter, self.commit_timeout)
         except TimeoutError:
             raise PredictionLogTimeout(f"no commit within {self.commit_timeout:g} s") from None
+
+    def append_shadow(self, rows: list[tuple]) -> None:
+        """Log shadow predictions (INSERT_SHADOW's columns), from any thread, without waiting: best effort,
+        so a full queue raises PredictionLogBusy at once and a failed commit is logged, not raised."""
+        self._check_open()
+        self._reserve(len(rows))
+        self._queue.put(_ShadowRows(rows))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything queued so far is committed."""
@@ -457,6 +542,10 @@ class PredictionLog:
             connection = self._checkpoint_step(connection, "PASSIVE")
         _close_quietly(self._checkpoint_step(connection, "TRUNCATE"))  # writer gone: leave an empty WAL
 
+    def _other_files(self) -> list[Path]:
+        """The other workers' files of the log (none when this process serves alone)."""
+        return [path for path in log_files(self.shared_path) if path != self.db_path] if self.shared_path else []
+
     def _checkpoint_step(self, connection: sqlite3.Connection | None, mode: str) -> sqlite3.Connection | None:
         try:
             connection = connection or self._open_checkpointer()
@@ -508,6 +597,8 @@ class PredictionLog:
             group.append(job)
             if isinstance(job, _Appends):
                 rows += job.rows
+            elif isinstance(job, _ShadowRows):
+                rows += len(job.rows)
             if rows >= self.max_batch_rows:
                 return group, rows, False
             try:
@@ -559,7 +650,8 @@ class PredictionLog:
         for job in group:
             if isinstance(job, _Feedback):
                 try:
-                    settlement.succeed(job.loop, job.waiter, _store_feedback(connection, job.model, job.items))
+                    settlement.succeed(job.loop, job.waiter, _store_feedback(connection, job.model, job.items,
+                                                                               self._other_files()))
                 except Exception as error:  # noqa: BLE001
                     settlement.fail(job.loop, job.waiter, self._failed(error))
             elif isinstance(job, _Resize):
@@ -568,7 +660,18 @@ class PredictionLog:
                 job.done.set_result(None)
             elif isinstance(job, _Flush):
                 job.done.set_result(None)
+            elif isinstance(job, _ShadowRows):
+                self._commit_shadow(connection, job.rows)
         settlement.wake()
+
+    def _commit_shadow(self, connection: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Shadow rows in their own transaction: their failure is logged and fails no request."""
+        try:
+            with connection:
+                connection.executemany(INSERT_SHADOW, rows)
+        except Exception as error:  # noqa: BLE001
+            _rollback_quietly(connection)
+            self._failed(error)
 
     def _commit_appends(self, connection: sqlite3.Connection, appends: list[_Appends], settlement: "_Settlement") -> None:
         """Encode each request's rows (a request whose rows cannot be made fails alone), then commit them
@@ -721,6 +824,8 @@ def _fail_group(group: list, reason: str) -> None:
                 settlement.fail(job.loop, waiter, reason)
         elif isinstance(job, _Feedback):
             settlement.fail(job.loop, job.waiter, reason)
+        elif isinstance(job, _ShadowRows):
+            continue  # best effort: the failure is already logged
         elif not job.done.done():
             job.done.set_exception(PredictionLogError(reason))
     settlement.wake()
@@ -785,23 +890,45 @@ class StoredLabels:
         return not self.unknown and not self.refused
 
 
-def _store_feedback(connection: sqlite3.Connection, model: str, items: list[tuple]) -> StoredLabels:
+def _store_feedback(connection: sqlite3.Connection, model: str, items: list[tuple],
+                    others: list[Path] = ()) -> StoredLabels:
+    """Labels go into the file that holds their prediction: this process's own, else one of `others` (the
+    other workers' files), so each file's predictions and labels join there."""
     labels = [(item[0], item[1], bool(item[2]) if len(item) > 2 else False) for item in items]
     ids = [id_ for id_, _, _ in labels]
-    known = _existing(connection, "SELECT id FROM predictions WHERE model = ? AND id IN ({marks})", ids, [model])
-    unknown = [id_ for id_ in ids if id_ not in known]
-    if unknown:
-        return StoredLabels(unknown=unknown)
-    labelled = _existing(connection, "SELECT prediction_id FROM feedback WHERE prediction_id IN ({marks})", ids)
-    outcomes = _label_outcomes(labels, labelled)
-    refused = [index for index, outcome in enumerate(outcomes) if outcome == REFUSED]
-    now = time.time()
-    history = [(id_, label, now, REFUSED if refused else outcome) for (id_, label, _), outcome in zip(labels, outcomes)]
-    with connection:
-        connection.executemany(INSERT_LABEL_HISTORY, history)
-        if not refused:
-            connection.executemany(SET_LABEL, [(id_, label, now) for id_, label, _ in labels])
+    with contextlib.ExitStack() as opened:
+        holders = _holders(connection, model, ids, others, opened)
+        unknown = [id_ for id_ in ids if id_ not in holders]
+        if unknown:
+            return StoredLabels(unknown=unknown)
+        files = list(dict.fromkeys(holders.values()))
+        labelled = set().union(*(_existing(held, "SELECT prediction_id FROM feedback WHERE prediction_id IN ({marks})",
+                                           [id_ for id_ in ids if holders[id_] is held]) for held in files))
+        outcomes = _label_outcomes(labels, labelled)
+        refused = [index for index, outcome in enumerate(outcomes) if outcome == REFUSED]
+        now = time.time()
+        history = [(id_, label, now, REFUSED if refused else outcome) for (id_, label, _), outcome in zip(labels, outcomes)]
+        for held in files:
+            with held:
+                held.executemany(INSERT_LABEL_HISTORY, [row for row in history if holders[row[0]] is held])
+                if not refused:
+                    held.executemany(SET_LABEL, [(id_, label, now) for id_, label, _ in labels if holders[id_] is held])
     return StoredLabels(refused=refused)
+
+
+def _holders(connection: sqlite3.Connection, model: str, ids: list[str], others: list[Path],
+             opened: contextlib.ExitStack) -> dict[str, sqlite3.Connection]:
+    """The connection to the file holding each known id: the own file first, then (only for ids it lacks,
+    which a single process never has to look for) the other workers' files, opened into `opened`."""
+    query = "SELECT id FROM predictions WHERE model = ? AND id IN ({marks})"
+    holders = dict.fromkeys(_existing(connection, query, ids, [model]), connection)
+    for path in others:
+        missing = [id_ for id_ in ids if id_ not in holders]
+        if not missing:
+            break
+        other = opened.enter_context(contextlib.closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)))
+        holders |= dict.fromkeys(_existing(other, query, missing, [model]), other)
+    return holders
 
 
 def _label_outcomes(labels: list[tuple[str, str, bool]], labelled: set[str]) -> list[str]:

@@ -36,7 +36,7 @@ class PredictResponse(BaseModel):
 
 
 # Bounds on what feedback sends, checked before anything reaches the log (422 naming the field): a
-# prediction id is at most what serving/ids.py makes (32 hex characters; the older prefix-and-counter ids
+# prediction id is at most what serving/ids.py makes (44 hex characters; the older prefix-and-counter ids
 # were 27), and a label longer than this is no model's label.
 PREDICTION_ID_MAX_LENGTH = ID_CHARS
 LABEL_MAX_LENGTH = 256

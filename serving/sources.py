@@ -54,14 +54,21 @@ class BundleSource:
         self.root = Path(root)
 
     def resolve(self, name: str, alias: str) -> ResolvedModel:
-        directory = self.root / name
+        return self.resolve_in(self.root / name, name, alias)
+
+    def resolve_shadow(self, name: str, alias: str) -> ResolvedModel:
+        """A shadow challenger lives beside its model, in `<root>/<name>@<alias>/`."""
+        return self.resolve_in(self.root / f"{name}@{alias}", name, alias)
+
+    @staticmethod
+    def resolve_in(directory: Path, name: str, alias: str) -> ResolvedModel:
         files = package_files(directory)  # names whatever is missing, assets included
         meta_file = directory / BUNDLE_META
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         # A bundle without bundle.json is named relative to the bundle root: /v1/models shows `source`, and a
         # local path would tell every client how the machine is laid out.
         return ResolvedModel(name=name, version=str(meta.get("version", "unknown")), alias=meta.get("alias", alias),
-                             files=files, source=meta.get("source", f"bundle {name}/"))
+                             files=files, source=meta.get("source", f"bundle {directory.name}/"))
 
 
 class RegistrySource:

@@ -70,7 +70,8 @@ class TrialRecorder(tune.Callback):
 
 
 def ray_trials(search: Search, settings: SearchConfig, trial_log: TrialLog, bar: tqdm) -> list[TrialRecord]:
-    os.environ.update(QUIET_TUNE_ENV)
+    for key, value in QUIET_TUNE_ENV.items():
+        os.environ.setdefault(key, value)
     searcher = OptunaSearch(space=search.space, metric=SCORE_KEY, mode="max", sampler=sampler(search.seed),
                             points_to_evaluate=[search.start] if search.start is not None else None)
     resources = {"cpu": settings.ray.cpus_per_trial}

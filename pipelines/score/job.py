@@ -10,6 +10,7 @@ what is in flight, so memory does not grow with the file.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -40,6 +41,9 @@ class ScoreConfig(Config):
     # and the job waits forever. The actors share the rest; they still use a core each (the claim is logical).
     read_cpus: float = Field(1.0, ge=0)
     block_mb: float = Field(8.0, gt=0)  # largest block Ray Data reads: small blocks spread one big file over the actors
+    # Largest piece of a Parquet file (its compressed row groups) one read task takes. A read task decodes its
+    # piece ahead of the actors, so this bounds the reader's memory whatever the file's size.
+    read_unit_mb: float = Field(8.0, gt=0)
     # Object store of the local runtime: Ray Data reads ahead only as far as it allows, which bounds the job's
     # memory whatever the file's size (None: Ray's default, 30% of RAM).
     object_store_mb: int | None = Field(512, ge=100)
@@ -50,17 +54,30 @@ def actor_cpus(cluster_cpus: float, actors: int, read_cpus: float) -> float:
     return max(cluster_cpus - read_cpus, 0.0) / actors
 
 
+# Ray Data 2.60 reads a Parquet file in read units of row groups bin-packed up to this many bytes (its knob
+# is an environment variable, read when a read is planned); the default, 128 MiB, makes a 10M-row file of
+# a few hundred MB one or two read tasks, each decoding far ahead of the actors.
+READ_UNIT_ENV = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
+
+
 @contextmanager
-def block_size(megabytes: float) -> Iterator[None]:
-    """Ray Data's block size for the datasets made meanwhile (each keeps a copy of the context it was made in)."""
+def read_sizes(config: ScoreConfig) -> Iterator[None]:
+    """Ray Data's block and read-unit sizes for the datasets planned meanwhile (each keeps a copy of the
+    context it was made in), then the previous ones again."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    saved, context.target_max_block_size = context.target_max_block_size, int(megabytes * MIB)
+    saved_block, saved_unit = context.target_max_block_size, os.environ.get(READ_UNIT_ENV)
+    context.target_max_block_size = int(config.block_mb * MIB)
+    os.environ[READ_UNIT_ENV] = str(int(config.read_unit_mb * MIB))
     try:
         yield
     finally:
-        context.target_max_block_size = saved
+        context.target_max_block_size = saved_block
+        if saved_unit is None:
+            os.environ.pop(READ_UNIT_ENV, None)
+        else:
+            os.environ[READ_UNIT_ENV] = saved_unit
 
 
 def package_blob(files: PackageFiles) -> dict[str, bytes]:
@@ -171,7 +188,7 @@ def score_file(input_path: str | Path, output: str | Path, package: RegisteredPa
     `rejects`. The time reported includes starting (or joining) Ray."""
     started = time.perf_counter()
     job = plan(input_path, output, package, rejects)
-    with ray_runtime(config.num_cpus, config.object_store_mb) as resources, block_size(config.block_mb):
+    with ray_runtime(config.num_cpus, config.object_store_mb) as resources, read_sizes(config):
         from ray.data import ActorPoolStrategy
 
         cpus = resources.get("CPU", 1.0)

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pandas as pd
 
 from modelpkg.contract import LABEL
@@ -43,3 +44,17 @@ def log_predictions(db_path: Path, model: WatchedModel, rows: pd.DataFrame, *, l
 
     asyncio.run(write())
     return ids
+
+
+def log_shadow(db_path: Path, challenger: WatchedModel, rows: pd.DataFrame, ids: list[str]) -> None:
+    """Shadow rows as the server's scorer writes them (serving/shadow.py): the challenger's answer to each
+    of `rows`, under the champion's prediction id `ids[i]`."""
+    served = challenger.serve(stored_rows(rows, challenger, "rows"))
+    outputs = answers(served.probabilities, challenger.contract, embeddings=served.embeddings)
+    log = PredictionLog(db_path).start()
+    try:
+        log.append_shadow([(id_, uuid.uuid4().hex, time.time(), challenger.name, challenger.version,
+                            orjson.dumps(output).decode(), 0.1) for id_, output in zip(ids, outputs, strict=True)])
+        log.flush()
+    finally:
+        log.close()

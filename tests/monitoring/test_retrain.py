@@ -324,3 +324,31 @@ def test_forged_or_repeated_labels_cannot_change_the_promotion_decision(loop, sp
     outcome = retrain_and_decide(config, "churn", db, trigger="test: forged labels", trainer=train)
     assert list(seen["extra"]["Churn"]) == list(honest.values())[:len(seen["extra"])]  # learned from honest labels
     assert outcome.promoted  # judged on honest labels: the better challenger wins, as without the forgery
+
+
+def test_loop_decides_on_shadow_rows_when_the_server_shadowed_a_challenger(loop, splits):
+    """The server scored live traffic with a registered challenger too: nothing is trained, the judge rows
+    are the labelled shadow rows, and the same rule promotes."""
+    from monitoring.report import shadow_comparison, shadow_section
+    from tests.monitoring.predlog_writer import log_shadow
+
+    config, db, champion = loop
+    challenger = load_watched_model("churn", version=export_splits(splits, alias="challenger").version)
+    logged = read_predictions(db, "churn")
+    log_shadow(db, challenger, labelled_rows(splits["rest"].head(RECENT_ROWS)), [row["id"] for row in logged])
+
+    [pair] = shadow_comparison(db, "churn")  # what the monitoring report's champion-vs-challenger table shows
+    assert (pair["champion"], pair["challenger"], pair["rows"], pair["labelled"]) == (
+        champion.version, challenger.version, RECENT_ROWS, RECENT_ROWS)
+    assert pair["challenger_accuracy"] > pair["champion_accuracy"]
+    assert f"<td>v{challenger.version}</td>" in shadow_section([pair])
+
+    def never(extra):
+        raise AssertionError("a shadowed challenger is judged, not trained again")
+
+    outcome = retrain_and_decide(config, "churn", db, trigger="test: drift", trainer=never)
+    assert outcome.promoted and outcome.challenger_version == challenger.version and outcome.train_rows == 0
+    assert outcome.decision.rows == RECENT_ROWS and "judged on labelled shadow traffic" in outcome.reason
+    assert str(MlflowClient().get_model_version_by_alias("churn", "champion").version) == challenger.version
+    [run] = decision_runs(config.model("churn").experiment)
+    assert run.data.tags["judged_on"] == "labelled shadow traffic" and run.data.tags["decision"] == "promoted"

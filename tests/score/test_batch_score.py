@@ -11,7 +11,8 @@ small logistic regression on real Telco rows) in a temporary store:
     rest scored as from Parquet;
   - BatchScorer alone (no Ray): one bad row costs its chunk's neighbours nothing; an all-bad batch still
     has typed (all-null) prediction columns;
-  - an input lacking a model column fails before scoring, naming it (the CLI exits 2).
+  - an input lacking a model column fails before scoring, naming it (the CLI exits 2);
+  - configs/score.yaml loads and spells out every setting.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from modelpkg.contract import PREDICTED_LABEL, PROBABILITY
 from modelpkg.package import load_model
 from modelpkg.runtime import Predictor
 from pipelines.churn import schema
+from pipelines.common.config import load_config
 from pipelines.score.__main__ import main
 from pipelines.score.files import InputError
 from pipelines.score.job import ScoreConfig, identity_of, score_file
 from pipelines.score.rows import (MODEL_NAME, MODEL_RUN_ID, MODEL_VERSION, REJECT_COLUMN, REJECT_PROBLEM,
                                   BatchScorer)
 from tests.factories import environment, export_small_churn, telco_customers
+from tests.paths import REPO
 
 GOOD_ROWS = 300
 ID = schema.ID_COLUMN
@@ -150,3 +153,8 @@ def test_an_input_without_a_model_column_fails_before_scoring(champion, customer
     assert main(["--model", "churn", "--input", str(source), "--output", str(tmp_path / "out.parquet")]) == 2
     assert "tenure" in capsys.readouterr().err
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_the_shipped_config_loads_and_sets_every_setting():
+    config = load_config(REPO / "configs" / "score.yaml", ScoreConfig)
+    assert config.model_fields_set == set(ScoreConfig.model_fields)

@@ -23,7 +23,7 @@ from serving.schemas import PREDICTION_ID_MAX_LENGTH, feedback_request
 from tests.serving.conftest import make_config
 from tests.serving.test_predlog import logged
 
-SMALL_LOG_BYTES = 64 * 1024  # 16 pages of 4 KiB: the tables take about half, a few requests the rest
+SMALL_LOG_BYTES = 80 * 1024  # 20 pages of 4 KiB: the tables (shadow_predictions too) take about half, a few requests the rest
 FAST_RETRY_SECONDS = 0.05
 WAIT_SECONDS = 10  # how long a test waits for a background thread to get somewhere
 
