@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
+from pipelines.common import tracking
 from pipelines.common.search import Outcome, Search, SearchConfig, run_search
 
 START = {"x": 0.5, "depth": 2}
@@ -61,8 +62,8 @@ def shape(run) -> tuple:
 
 @pytest.fixture
 def store(tmp_mlflow):
-    mlflow.set_tracking_uri(tmp_mlflow)
-    mlflow.set_experiment("toy")
+    """The toy experiment in a fresh store, set up as a pipeline sets up its own (artifacts beside it)."""
+    tracking.configure_tracking("toy")
     return tmp_mlflow
 
 
