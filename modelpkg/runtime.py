@@ -17,10 +17,9 @@ import onnxruntime as ort
 
 from modelpkg.codecs import DEFAULT_MAX_BATCH, Codec, codec_for
 from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, ModelContract, class_probability_column
-
-EMBEDDING = "embedding"  # the answer key that carries a row's embedding to the prediction log
 from modelpkg.package import PackageFiles
 
+EMBEDDING = "embedding"  # the answer key that carries a row's embedding to the prediction log
 ORT_LOG_ERRORS_ONLY = 3  # onnxruntime severity: 0 verbose ... 3 error, 4 fatal
 DEFAULT_THRESHOLD = 0.5  # binary models without a tuned threshold: the more likely class
 
