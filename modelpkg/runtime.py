@@ -111,9 +111,24 @@ def answers(probabilities: np.ndarray, contract: ModelContract, *, top_k: int = 
     return found
 
 
-def public_answer(answer: Mapping[str, Any]) -> dict:
-    """What a client is answered: the logged answer less what only monitoring reads (the embedding)."""
+def public_answer(answer: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a client is answered: the logged answer less what only monitoring reads (the embedding). On
+    the hot path: an answer without one is returned as it is, not copied."""
+    if EMBEDDING not in answer:
+        return answer
     return {key: value for key, value in answer.items() if key != EMBEDDING}
+
+
+def stack_scores(parts: list[tuple[np.ndarray, np.ndarray | None]],
+                 contract: ModelContract) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-chunk (probabilities, embeddings) -> whole arrays; arrays of the right width when there are no
+    chunks; embeddings None for a graph without that output."""
+    probabilities = (np.concatenate([p for p, _ in parts]) if parts
+                     else np.zeros((0, len(contract.labels)), dtype=np.float32))
+    if contract.embedding_output is None:
+        return probabilities, None
+    return probabilities, (np.concatenate([e for _, e in parts]) if parts
+                           else np.zeros((0, contract.embedding_size), dtype=np.float32))
 
 
 def most_likely(probabilities: Mapping[str, float], k: int) -> list[dict]:
@@ -177,16 +192,8 @@ class Predictor:
         """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request
         takes: request record -> validation -> feeds -> graph."""
         parts = [self.probabilities(records) for records in self.codec.validated_chunks(rows, chunk)]
-        return np.concatenate(parts) if parts else self.empty_probabilities()
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.contract.labels)), dtype=np.float32)
 
     def score_rows_with_embeddings(self, rows: list[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray | None]:
         """The same path, with the embedding output too (monitoring's reference and windows)."""
-        parts = [self.scores(records) for records in self.codec.validated_chunks(rows)]
-        if not parts:
-            return self.empty_probabilities(), (np.zeros((0, self.contract.embedding_size), np.float32)
-                                                if self.contract.embedding_output else None)
-        probabilities = np.concatenate([p for p, _ in parts])
-        return probabilities, (np.concatenate([e for _, e in parts]) if self.contract.embedding_output else None)
-
-    def empty_probabilities(self) -> np.ndarray:
-        return np.zeros((0, len(self.contract.labels)), dtype=np.float32)
+        return stack_scores([self.scores(records) for records in self.codec.validated_chunks(rows)], self.contract)

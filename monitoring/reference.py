@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from modelpkg.codecs import Codec, Descriptor, InvalidRequest, codec_for
 from modelpkg.contract import LABEL, ModelContract
 from modelpkg.package import RegisteredPackage, load_model
-from modelpkg.runtime import Predictor, prediction_columns
+from modelpkg.runtime import Predictor, prediction_columns, stack_scores
 
 
 def prediction_column_names(contract: ModelContract) -> list[str]:
@@ -90,11 +90,7 @@ class WatchedModel(RegisteredPackage):
                 parts.append(self.predictor.scores(records))
         if not score:
             return Served(entries)
-        if not parts:
-            return Served(entries, np.zeros((0, len(self.contract.labels)), np.float32),
-                          np.zeros((0, self.contract.embedding_size), np.float32))
-        embeddings = np.concatenate([e for _, e in parts]) if self.contract.embedding_output else None
-        return Served(entries, np.concatenate([p for p, _ in parts]), embeddings)
+        return Served(entries, *stack_scores(parts, self.contract))
 
     def describe(self, entries: list[Mapping[str, Any]]) -> pd.DataFrame:
         """Log entries -> the descriptor columns, typed by the codec (never guessed from values)."""
