@@ -26,7 +26,7 @@ from modelpkg.runtime import class_indices
 from pipelines.common import tracking
 from pipelines.common.metrics import argmax_metrics, softmax
 from pipelines.common.runner import StageContext
-from pipelines.common.torch_train import fit, seeded_order, trainable_parameters
+from pipelines.common.torch_train import adamw, fit, seeded_order, trainable_parameters
 from pipelines.text.data import load_texts, split_texts, validate_texts
 from pipelines.text.model import (classification_loss, labelled_batches, load_classifier, load_tokenizer,
                                   mean_pooled_embeddings, predict_logits, with_lora)
@@ -144,8 +144,8 @@ def fit_lora(ctx: StageContext, splits, labels, tokenizer):
         mlflow.log_metrics({"trainable_parameters": trainable, "total_parameters": total,
                             "trainable_share": trainable / total})
         log.info("%s trains %d of %d parameters (%.2f%%)", name, trainable, total, 100 * trainable / total)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                      lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        optimizer = adamw([p for p in model.parameters() if p.requires_grad],
+                          lr=settings.learning_rate, weight_decay=settings.weight_decay)
         steps = settings.epochs * -(-len(texts) // settings.batch_size)
         history = fit(
             model, optimizer, settings=settings, scheduler=linear_schedule(optimizer, steps, settings.warmup_share),

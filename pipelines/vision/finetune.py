@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pipelines.common.metrics import argmax_metrics, softmax
-from pipelines.common.torch_train import fit
+from pipelines.common.torch_train import adamw, fit
 from pipelines.vision.config import VisionConfig
 from pipelines.vision.model import (Backbone, augmented_batches, backbone_from_state, cross_entropy_loss,
                                     discriminative_groups, freeze_backbone, match_head, predict_logits, replace_head,
@@ -53,11 +53,13 @@ def fine_tune(config: VisionConfig, init: Backbone | None, classes: list[str], i
     if matched and mlflow.active_run():
         mlflow.log_metric("zero_shot_valid_accuracy", evaluate(model)["valid_accuracy"])
     warmup = min(settings.warmup_epochs, epochs - 1) if init is not None and not matched else 0
+    selecting = early_stopping or restore_best  # else a fixed budget: one validation pass, at the end
     loop = settings.model_copy(update={"restore_best": restore_best,
-                                       "patience": settings.patience if early_stopping else epochs})
+                                       "patience": settings.patience if early_stopping else epochs,
+                                       "evaluate_every": 1 if selecting else epochs})
     if warmup:
         freeze_backbone(model, True)
-        head = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.head_learning_rate)
+        head = adamw([p for p in model.parameters() if p.requires_grad], lr=settings.head_learning_rate)
         fit(model, head, settings=loop.model_copy(update={"epochs": warmup, "patience": warmup}), batches=batches,
             loss_of=loss_of, evaluate=evaluate, prefix="warmup_")
         freeze_backbone(model, False)
@@ -65,7 +67,7 @@ def fine_tune(config: VisionConfig, init: Backbone | None, classes: list[str], i
         groups = discriminative_groups(model, settings.learning_rate, settings.layer_decay)
     else:
         groups = [{"params": list(model.parameters()), "lr": settings.learning_rate}]
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    optimizer = adamw(groups, weight_decay=settings.weight_decay)
     steps = (epochs - warmup) * -(-len(train_rows) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     fit(model, optimizer, settings=loop.model_copy(update={"epochs": epochs - warmup}), scheduler=scheduler,

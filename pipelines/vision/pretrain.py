@@ -21,7 +21,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipelines.common import tracking
-from pipelines.common.torch_train import fit
+from pipelines.common.torch_train import adamw, fit
 from pipelines.vision.config import VisionConfig
 from pipelines.vision.model import (Backbone, augmented_batches, cross_entropy_loss, predict_logits, preprocessing,
                                     resnet18, to_tensor)
@@ -79,7 +79,7 @@ def train_source(config: VisionConfig) -> tuple[Backbone, dict[str, float]]:
     mlflow.log_text("\n".join(rendered.fonts), "source/fonts.txt")
     torch.manual_seed(config.seed)
     model = resnet18(len(rendered.classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = adamw(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = settings.epochs * -(-len(train) // settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate, total_steps=steps)
     batches = augmented_batches(images, labels, train, batch_size=settings.batch_size, seed=config.seed,

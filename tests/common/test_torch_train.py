@@ -16,7 +16,7 @@ from pipelines.common.quantize import (Variant, choose_variant, cpu_flags, quant
                                        speed_table)
 from pipelines.common.torch_onnx import (EMBEDDING, LOGITS, PROBABILITIES, Embedding, export_onnx, fit_projection,
                                          head_features)
-from pipelines.common.torch_train import LoopConfig, fit, seeded_order, trainable_parameters
+from pipelines.common.torch_train import LoopConfig, adamw, fit, seeded_order, trainable_parameters
 
 
 def two_blobs(rows: int = 200, seed: int = 0):
@@ -79,6 +79,27 @@ def test_early_stopping_stops_and_restores_the_best_epochs_weights(run):
     assert history.stopped_early and len(history.epochs) == 4 and history.best_epoch == 1
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, seen[1][name])  # epoch 1's weights, not the last epoch's
+
+
+def test_a_fixed_budget_validates_every_nth_epoch_and_the_last_and_logs_the_loss_every_epoch(run):
+    x, y = two_blobs()
+    model = mlp()
+    evaluated: list[int] = []
+
+    def evaluate(m):
+        evaluated.append(len(evaluated))
+        return {"valid_accuracy": accuracy(x, y)(m)["valid_accuracy"]}
+
+    history = fit(model, adamw(model.parameters(), lr=0.05), batches=batches(x, y), loss_of=loss_of,
+                  evaluate=evaluate, settings=LoopConfig(epochs=5, patience=5, monitor="valid_accuracy",
+                                                         restore_best=False, evaluate_every=3))
+    assert len(evaluated) == 2  # after epochs 3 and 5
+    assert [sorted(epoch) for epoch in history.epochs] == [["epoch", "train_loss"]] * 2 + [
+        ["epoch", "train_loss", "valid_accuracy"]] + [["epoch", "train_loss"]] + [["epoch", "train_loss", "valid_accuracy"]]
+    client = MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_accuracy")] == [2, 4]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2, 3, 4]
+    assert history.best_score > 0.9
 
 
 def test_one_training_step_changes_only_the_trainable_weights(run):
