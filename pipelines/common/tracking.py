@@ -178,9 +178,11 @@ def stage_run(project: str, stage: str) -> Iterator[mlflow.ActiveRun]:
 
 
 @contextmanager
-def child_run(name: str, **tags: str) -> Iterator[mlflow.ActiveRun]:
-    """A run nested under the active one: one per model in a comparison, one per Optuna trial."""
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+def child_run(name: str, parent_run_id: str | None = None, **tags: str) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active one: one per model in a comparison, one per Optuna trial. Or under
+    `parent_run_id`, a run another process holds open (this process has no active run to nest in)."""
+    nesting = {"parent_run_id": parent_run_id} if parent_run_id else {"nested": True}
+    with mlflow.start_run(run_name=name, tags=tags, **nesting) as run:
         yield run
 
 

@@ -83,6 +83,7 @@ class CurveConfig(Config):
     steps: int = Field(60, ge=1)  # optimizer steps per fit, the same for transfer and scratch (same budget)
     seeds: list[int] = [42]
     pixel_C: float = Field(1.0, gt=0)
+    parallel: bool = True  # the lines without source weights in a second process (pipelines/vision/curve.py)
 
 
 class EvaluateConfig(Config):

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
 
 import mlflow
 import numpy as np
@@ -26,6 +30,7 @@ from pipelines.common import tracking
 from pipelines.common.metrics import softmax
 from pipelines.common.plots import log_figure, new_figure
 from pipelines.common.runner import StageContext
+from pipelines.vision.config import VisionConfig
 from pipelines.vision.data import ImageData, per_class_subset
 from pipelines.vision.finetune import fine_tune
 from pipelines.vision.keras_cnn import fit_keras_cnn
@@ -46,21 +51,22 @@ def pixel_logreg(data: ImageData, train_rows: np.ndarray, test_rows: np.ndarray,
     return accuracy(model.predict_proba(flat[test_rows]), data.labels[test_rows])
 
 
-def keras_cnn(ctx: StageContext, images: torch.Tensor, labels: np.ndarray, train_rows, valid_rows, test_rows, seed) -> float:
+def keras_cnn(config: VisionConfig, images: torch.Tensor, labels: np.ndarray, train_rows, valid_rows, test_rows,
+              seed) -> float:
     """On one torch thread: Keras issues many small ops, and two spinning threads cost more than they
     save on them (10-30x slower on a busy 2-core machine, measured)."""
     x, threads = images.numpy(), torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         cnn = fit_keras_cnn(x[train_rows], labels[train_rows], x[valid_rows], labels[valid_rows],
-                            classes=int(labels.max()) + 1, settings=ctx.config.keras, seed=seed)
+                            classes=int(labels.max()) + 1, settings=config.keras, seed=seed)
     finally:
         torch.set_num_threads(threads)
     return accuracy(cnn.predict_proba(x[test_rows]), labels[test_rows])
 
 
-def resnet_accuracy(ctx: StageContext, init, images, data: ImageData, train_rows, splits, per_class, seed) -> float:
-    config, labels = ctx.config, data.labels
+def resnet_accuracy(config: VisionConfig, init, images, data: ImageData, train_rows, splits, per_class, seed) -> float:
+    labels = data.labels
     if per_class is None:
         model = fine_tune(config, init, data.classes, images, labels, train_rows, splits["valid"],
                           epochs=config.train.epochs, seed=seed)
@@ -72,27 +78,123 @@ def resnet_accuracy(ctx: StageContext, init, images, data: ImageData, train_rows
     return accuracy(softmax(predict_logits(model, images[splits["test"]])), labels[splits["test"]])
 
 
-def curve_point(ctx: StageContext, init, images, data: ImageData, splits, per_class, seed, champion_test_accuracy):
-    """One row of the table for one seed: every line on the same subset."""
-    labels, test = data.labels, splits["test"]
-    rows = per_class_subset(splits["train"], labels, per_class, seed)
-    point = {"labels_per_class": per_class or ALL, "seed": seed, "train_images": len(rows)}
-    tag = f"{per_class or ALL}_per_class_seed{seed}"
-    if init is not None:
-        with tracking.child_run(f"curve_transfer_{tag}", project=ctx.project):
+def rows_of_the_curve(config: VisionConfig, data: ImageData, splits) -> list[tuple[int | None, int, np.ndarray]]:
+    """(labels per class, seed, training rows) of every point: nested subsets per seed."""
+    return [(per_class, seed, per_class_subset(splits["train"], data.labels, per_class, seed))
+            for seed in config.curve.seeds for per_class in config.curve.labels_per_class]
+
+
+def tag_of(per_class: int | None, seed: int) -> str:
+    return f"{per_class or ALL}_per_class_seed{seed}"
+
+
+def baseline_points(config: VisionConfig, project: str, images, data: ImageData, splits,
+                    parent_run_id: str | None = None) -> list[dict]:
+    """The lines that need no source weights (scratch, pixel logistic regression, Keras CNN), every point.
+    Each fit is a child run of `parent_run_id` (default: of the active run)."""
+    points = []
+    for per_class, seed, rows in rows_of_the_curve(config, data, splits):
+        tag, test = tag_of(per_class, seed), splits["test"]
+        point = {"labels_per_class": per_class or ALL, "seed": seed, "train_images": len(rows)}
+        with tracking.child_run(f"curve_scratch_{tag}", parent_run_id=parent_run_id, project=project):
+            point["scratch"] = resnet_accuracy(config, None, images, data, rows, splits, per_class, seed)
+            mlflow.log_metric("test_accuracy", point["scratch"])
+        point["pixel_logreg"] = pixel_logreg(data, rows, test, config.curve.pixel_C)
+        with tracking.child_run(f"curve_keras_cnn_{tag}", parent_run_id=parent_run_id, project=project):
+            point["keras_cnn"] = keras_cnn(config, images, data.labels, rows, splits["valid"], test, seed)
+            mlflow.log_metric("test_accuracy", point["keras_cnn"])
+        log.info("learning curve %s: %s", tag, ", ".join(f"{k} {point[k]:.4f}" for k in LINES if k in point))
+        points.append(point)
+    return points
+
+
+def baseline_points_in_this_process(config: VisionConfig, project: str, images, data: ImageData, splits,
+                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_format) -> list[dict]:
+    """The second process's work: the baseline lines on one torch thread, each fit a child run of the
+    train stage's run (which the first process holds open)."""
+    torch.set_num_threads(1)
+    fmt, datefmt, level = log_format
+    logging.basicConfig(level=level, format=fmt, datefmt=datefmt)
+    tracking.quiet_libraries()
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return baseline_points(config, project, images, data, splits, parent_run_id=parent_run_id)
+
+
+def parent_log_format() -> tuple[str | None, str | None, int]:
+    root = logging.getLogger()
+    formatter = root.handlers[0].formatter if root.handlers and root.handlers[0].formatter else None
+    return (formatter._fmt if formatter else None, formatter.datefmt if formatter else None, root.level)
+
+
+class BaselineLines:
+    """The learning curve's lines that need no source weights, started before the source is pretrained.
+
+    With `curve.parallel` they run in a second process while this one pretrains the source, fits the
+    champion and the transfer line, each process on one torch thread: at 32x32 a ResNet-18 training step
+    takes 381 ms on two threads and 498 ms on one, so two one-thread processes do 1.4x the steps of one
+    two-thread process on two cores (measured). `share_cores()` before each fit here gives this process
+    both threads again once the other is done. Without `parallel` (or with nothing to pretrain) the lines
+    run here, in turn, when `points()` asks for them."""
+
+    def __init__(self, ctx: StageContext, images, data: ImageData, splits):
+        self.ctx, self.images, self.data, self.splits = ctx, images, data, splits
+        self.threads = torch.get_num_threads()
+        self.pool = self.future = None
+        if ctx.config.curve.parallel and self.threads > 1:
+            run = mlflow.active_run()
+            with tqdm_disabled():  # the second process's progress bars would interleave with these
+                self.pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+                self.future = self.pool.submit(baseline_points_in_this_process, ctx.config, ctx.project, images, data,
+                                               splits, mlflow.get_tracking_uri(), run.info.experiment_id,
+                                               run.info.run_id, parent_log_format())
+
+    def share_cores(self) -> None:
+        torch.set_num_threads(1 if self.future is not None and not self.future.done() else self.threads)
+
+    def points(self) -> list[dict]:
+        if self.future is None:
+            return baseline_points(self.ctx.config, self.ctx.project, self.images, self.data, self.splits)
+        try:
+            return self.future.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+        torch.set_num_threads(self.threads)
+
+
+@contextmanager
+def tqdm_disabled():
+    """TQDM_DISABLE for the processes started inside (a spawned process copies the environment at start)."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE")
+        else:
+            os.environ["TQDM_DISABLE"] = before
+
+
+def transfer_points(ctx: StageContext, init, images, data: ImageData, splits, champion_test_accuracy,
+                    lines: BaselineLines) -> list[dict]:
+    """The transfer line, every point; the `all` point of the run's own seed is the champion's accuracy."""
+    points = []
+    for per_class, seed, rows in rows_of_the_curve(ctx.config, data, splits):
+        with tracking.child_run(f"curve_transfer_{tag_of(per_class, seed)}", project=ctx.project):
             reuse = per_class is None and seed == ctx.config.seed and champion_test_accuracy is not None
-            point["transfer"] = champion_test_accuracy if reuse else resnet_accuracy(
-                ctx, init, images, data, rows, splits, per_class, seed)
-            mlflow.log_metric("test_accuracy", point["transfer"])
-    with tracking.child_run(f"curve_scratch_{tag}", project=ctx.project):
-        point["scratch"] = resnet_accuracy(ctx, None, images, data, rows, splits, per_class, seed)
-        mlflow.log_metric("test_accuracy", point["scratch"])
-    point["pixel_logreg"] = pixel_logreg(data, rows, test, ctx.config.curve.pixel_C)
-    with tracking.child_run(f"curve_keras_cnn_{tag}", project=ctx.project):
-        point["keras_cnn"] = keras_cnn(ctx, images, labels, rows, splits["valid"], test, seed)
-        mlflow.log_metric("test_accuracy", point["keras_cnn"])
-    log.info("learning curve %s: %s", tag, ", ".join(f"{k} {point[k]:.4f}" for k in LINES if k in point))
-    return point
+            lines.share_cores()
+            accuracy_ = champion_test_accuracy if reuse else resnet_accuracy(
+                ctx.config, init, images, data, rows, splits, per_class, seed)
+            mlflow.log_metric("test_accuracy", accuracy_)
+        log.info("learning curve %s: transfer %.4f", tag_of(per_class, seed), accuracy_)
+        points.append({"labels_per_class": per_class or ALL, "seed": seed, "transfer": accuracy_})
+    return points
 
 
 def summarise(points: pd.DataFrame) -> pd.DataFrame:
@@ -122,11 +224,15 @@ def plot_curve(points: pd.DataFrame, artifact: str) -> None:
     log_figure(fig, artifact)
 
 
-def learning_curve(ctx: StageContext, init, images: torch.Tensor, data: ImageData, splits,
+def learning_curve(ctx: StageContext, init, images: torch.Tensor, data: ImageData, splits, lines: BaselineLines,
                    champion_test_accuracy: float | None = None) -> pd.DataFrame:
-    settings = ctx.config.curve
-    points = pd.DataFrame([curve_point(ctx, init, images, data, splits, per_class, seed, champion_test_accuracy)
-                           for seed in settings.seeds for per_class in settings.labels_per_class])
+    """Every line at every point (the baseline lines from `lines`, started earlier), as a plot, a table and
+    metrics `curve_<labels per class>_<line>`."""
+    transfer = transfer_points(ctx, init, images, data, splits, champion_test_accuracy, lines) if init is not None else []
+    points = pd.DataFrame(lines.points())
+    if transfer:
+        points = points.merge(pd.DataFrame(transfer), on=["labels_per_class", "seed"], how="left")
+    points = points[["labels_per_class", "seed", "train_images", *[line for line in LINES if line in points]]]
     table = summarise(points)
     mlflow.log_table(points, "curve/points.json")
     tracking.log_json(table.reset_index().to_dict(orient="records"), "curve/curve.json")

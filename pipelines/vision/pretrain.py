@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def train_source(config: VisionConfig) -> tuple[Backbone, dict[str, float]]:
     from sklearn.model_selection import train_test_split
 
     settings = config.source
-    rendered = render_source(settings.render, seed=config.seed)
+    rendered = render_source(settings.render, seed=config.seed, workers=os.cpu_count() or 1)
     images = to_tensor(rendered.images, preprocessing(config.model.input_size, config.model.max_pixels))
     labels = torch.as_tensor(rendered.labels)
     train, valid = train_test_split(np.arange(len(labels)), test_size=settings.valid_fraction,

@@ -18,8 +18,11 @@ draw boxes or nothing). A font is used only if it draws every class as a distinc
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -197,17 +200,30 @@ class RenderedSource:
     fonts: list[str]
 
 
-def render_source(settings: SourceConfig, seed: int) -> RenderedSource:
-    """`images_per_class` images of every class, fonts in turn, all randomness from `seed`."""
+def render_class(settings: SourceConfig, fonts: list[Path], seed: int, label: int) -> np.ndarray:
+    """One class's images (fonts in turn) from its own random stream, (seed, label): the classes render in
+    any order, in any process, to the same images."""
+    rng = np.random.default_rng([seed, label])
+    character = settings.characters[label]
+    return np.stack([render_one(fonts[(i + label) % len(fonts)], character, rng, settings)
+                     for i in range(settings.images_per_class)])
+
+
+def render_source(settings: SourceConfig, seed: int, workers: int = 1) -> RenderedSource:
+    """`images_per_class` images of every class, all randomness from `seed`; `workers` processes render
+    classes side by side (the same images for any count: each class has its own stream)."""
     fonts = usable_fonts(settings.characters, tuple(settings.fonts), tuple(settings.exclude_fonts))
-    rng = np.random.default_rng(seed)
     classes = list(settings.characters)
-    images, labels = [], []
-    total = len(classes) * settings.images_per_class
-    with tqdm(total=total, desc="render source", unit="img", leave=False) as bar:
-        for label, character in enumerate(classes):
-            for i in range(settings.images_per_class):
-                images.append(render_one(fonts[(i + label) % len(fonts)], character, rng, settings))
-                labels.append(label)
-                bar.update()
-    return RenderedSource(np.stack(images), np.asarray(labels, np.int64), classes, [p.name for p in fonts])
+    render = partial(render_class, settings, fonts, seed)
+    parts = []
+    with tqdm(total=len(classes) * settings.images_per_class, desc="render source", unit="img", leave=False) as bar:
+        with ExitStack() as stack:
+            mapped = map(render, range(len(classes)))
+            if workers > 1:  # spawned, not forked: the parent has torch's thread pools running
+                pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(classes)), mp_context=get_context("spawn")))
+                mapped = pool.map(render, range(len(classes)))
+            for part in mapped:
+                parts.append(part)
+                bar.update(len(part))
+    labels = np.repeat(np.arange(len(classes), dtype=np.int64), settings.images_per_class)
+    return RenderedSource(np.concatenate(parts), labels, classes, [p.name for p in fonts])

@@ -27,7 +27,7 @@ from pipelines.common.metrics import argmax_metrics, softmax
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_train import trainable_parameters
 from pipelines.vision.config import VisionConfig
-from pipelines.vision.curve import learning_curve
+from pipelines.vision.curve import BaselineLines, learning_curve
 from pipelines.vision.data import ImageData, images_frame, load_images, split_indices
 from pipelines.vision.finetune import fine_tune
 from pipelines.vision.model import (Backbone, checkpoint_state, imagenet_state, predict_logits, preprocessing,
@@ -104,11 +104,17 @@ def run(ctx: StageContext) -> None:
     data, splits = load_and_split(ctx)
     settings = preprocessing(config.model.input_size, config.model.max_pixels)
     images = to_tensor(data.images, settings)
-    init = initial_weights(ctx)
-    model, metrics = fit_champion(ctx, init, data.classes, images, data.labels, splits)
-    save_model(model, data.classes, settings, config)
-    mlflow.log_metrics(metrics)
-    curve = learning_curve(ctx, init, images, data, splits, champion_test_accuracy=metrics["test_accuracy"])
+    lines = BaselineLines(ctx, images, data, splits)  # the curve's lines that need no source: started first
+    try:
+        lines.share_cores()
+        init = initial_weights(ctx)
+        lines.share_cores()
+        model, metrics = fit_champion(ctx, init, data.classes, images, data.labels, splits)
+        save_model(model, data.classes, settings, config)
+        mlflow.log_metrics(metrics)
+        curve = learning_curve(ctx, init, images, data, splits, lines, champion_test_accuracy=metrics["test_accuracy"])
+    finally:
+        lines.close()
     ctx.summary |= {"test_accuracy": metrics["test_accuracy"], "test_macro_f1": metrics["test_macro_f1"],
                     "learning_curve": "Test accuracy by labels per class:\n" + curve.round(4).to_string()}
     mlflow.log_metric("train_stage_seconds", time.perf_counter() - started)

@@ -28,6 +28,11 @@ def test_the_same_seed_renders_the_same_images_and_another_seed_others(rendered)
     assert not np.array_equal(render_source(SMALL, seed=4).images, rendered.images)
 
 
+def test_rendering_in_several_processes_gives_the_same_images(rendered):
+    parallel = render_source(SMALL, seed=3, workers=2)
+    assert np.array_equal(parallel.images, rendered.images) and np.array_equal(parallel.labels, rendered.labels)
+
+
 def test_labels_match_the_glyphs_drawn(rendered):
     """Without distortion each image is nearest (pixel distance) to a clean rendering of its own class."""
     clean = SourceConfig(characters=SMALL.characters, images_per_class=2, rotation_degrees=0, shear=0,
