@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from multiprocessing import get_context
 
@@ -140,29 +139,31 @@ class BaselineLines:
     def __init__(self, ctx: StageContext, images, data: ImageData, splits):
         self.ctx, self.images, self.data, self.splits = ctx, images, data, splits
         self.threads = torch.get_num_threads()
-        self.pool = self.future = None
+        self.pool = self.pending = None
         if ctx.config.curve.parallel and self.threads > 1:
             run = mlflow.active_run()
             with tqdm_disabled():  # the second process's progress bars would interleave with these
-                self.pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
-                self.future = self.pool.submit(baseline_points_in_this_process, ctx.config, ctx.project, images, data,
-                                               splits, mlflow.get_tracking_uri(), run.info.experiment_id,
-                                               run.info.run_id, parent_log_format())
+                self.pool = get_context("spawn").Pool(1)
+            self.pending = self.pool.apply_async(baseline_points_in_this_process, (
+                ctx.config, ctx.project, images, data, splits, mlflow.get_tracking_uri(), run.info.experiment_id,
+                run.info.run_id, parent_log_format()))
 
     def share_cores(self) -> None:
-        torch.set_num_threads(1 if self.future is not None and not self.future.done() else self.threads)
+        torch.set_num_threads(1 if self.pending is not None and not self.pending.ready() else self.threads)
 
     def points(self) -> list[dict]:
-        if self.future is None:
+        if self.pending is None:
             return baseline_points(self.ctx.config, self.ctx.project, self.images, self.data, self.splits)
         try:
-            return self.future.result()
+            return self.pending.get()  # re-raises the second process's error, if it had one
         finally:
             self.close()
 
     def close(self) -> None:
+        """Stop the second process (at once: after an error here its work is of no use) and take the threads back."""
         if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+            self.pool.terminate()
+            self.pool.join()
             self.pool = None
         torch.set_num_threads(self.threads)
 
