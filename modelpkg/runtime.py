@@ -178,15 +178,30 @@ class Predictor:
 
     def probabilities(self, records: list[Any]) -> np.ndarray:
         """Decoded records (what codec.parse / codec.validate return) -> [rows, classes] probabilities."""
-        return self.session.run([self.contract.probability_output], self.codec.feeds(records))[0]
+        return self.run([self.contract.probability_output], records)[0]
 
     def scores(self, records: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities and, for a graph with an embedding output, the embeddings: one graph call."""
+        """Probabilities and, for a graph with an embedding output, the embeddings: in the same graph runs."""
         if self.contract.embedding_output is None:
             return self.probabilities(records), None
-        probabilities, embeddings = self.session.run(
-            [self.contract.probability_output, self.contract.embedding_output], self.codec.feeds(records))
+        probabilities, embeddings = self.run([self.contract.probability_output, self.contract.embedding_output], records)
         return probabilities, embeddings
+
+    def run(self, outputs: list[str], records: list[Any]) -> list[np.ndarray]:
+        """The graph's `outputs` for `records`, in the runs the codec groups them into (codec.graph_runs),
+        each output's rows back in the records' order."""
+        runs = self.codec.graph_runs(records)
+        if len(runs) == 1:
+            return self.session.run(outputs, self.codec.feeds(records))
+        parts = [self.session.run(outputs, self.codec.feeds([records[i] for i in rows])) for rows in runs]
+        order = np.concatenate(runs)
+        results = []
+        for k in range(len(outputs)):
+            stacked = np.concatenate([part[k] for part in parts])
+            result = np.empty_like(stacked)
+            result[order] = stacked
+            results.append(result)
+        return results
 
     def score_rows(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> np.ndarray:
         """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request

@@ -74,6 +74,11 @@ class Codec(ABC):
     def feeds(self, records: list[Any]) -> dict[str, np.ndarray]:
         """Records -> the ONNX graph's inputs, by input name."""
 
+    def graph_runs(self, records: list[Any]) -> list[np.ndarray]:
+        """Row indices to feed the graph together, one run each: all rows at once, as inputs of one shape
+        (tables, images) cost the same per row in any batch."""
+        return [np.arange(len(records))]
+
     @abstractmethod
     def log_entry(self, record: Any) -> dict:
         """What the prediction log keeps of one record (JSON-serialisable)."""

@@ -10,6 +10,7 @@ import pytest
 from modelpkg.contract import PREDICTED_LABEL, PROBABILITY, class_probability_column
 from modelpkg.runtime import (Predictor, answer_columns, answers, check_inputs, decide, open_session, prediction_columns,
                               public_answer)
+from modelpkg.codecs.text import RUN_TEXTS
 from tests import factories
 from tests.modelpkg.conftest import image_contract, text_contract
 
@@ -93,3 +94,17 @@ def test_score_rows_equals_scoring_the_same_rows_sent_as_a_request(kind, image_p
     labels = np.array(predictor.contract.labels)[decide(scored, predictor.contract)[0]]
     assert (labels == rows["label"].to_numpy()).mean() > 0.95  # the toy models really work
     assert predictor.score_rows([]).shape == (0, len(predictor.contract.labels))
+
+
+def test_texts_run_in_length_sorted_groups_and_come_back_in_the_records_order(text_package):
+    predictor = Predictor(text_package)
+    rows = factories.toy_texts(100, seed=5).to_dict(orient="records")
+    records = predictor.codec.validate(predictor.codec.requests(rows))
+    runs = predictor.codec.graph_runs(records)
+    assert sorted(np.concatenate(runs).tolist()) == list(range(100)) and max(map(len, runs)) <= RUN_TEXTS
+    lengths = [[len(records[i].ids) for i in run] for run in runs]
+    assert all(max(shorter) <= min(longer) for shorter, longer in zip(lengths, lengths[1:]))
+    together = predictor.probabilities(records)
+    alone = np.concatenate([predictor.probabilities([record]) for record in records])
+    np.testing.assert_allclose(together, alone, atol=1e-5)  # each row its own, whatever ran beside it
+
