@@ -12,9 +12,9 @@ microseconds gains nothing from this (the wait costs more than the graph): batch
 
 What stays per request: reading, validation and decoding (a bad request fails alone with its 4xx before
 it ever joins a batch), the prediction log, the metrics and the answer. What is shared: `codec.feeds` over
-the records of every request in the batch (text pads to the longest text of the batch, not to the
-model's maximum length), one `session.run` in a worker thread, and the answers, split back per request in
-order. One batch runs at a time per model version: the session already uses its intra-op threads, and a
+the records of every request in the batch (text pads to the longest text of a run, not to the
+model's maximum length), one `session.run` in a worker thread (text: one per 32 texts of similar length,
+`codec.graph_runs`), and the answers, split back per request in order. One batch runs at a time per model version: the session already uses its intra-op threads, and a
 second call at the same time would only fight over the same cores; the queue grows the next batch instead.
 
 A record's answer must not depend on its batch neighbours, and for fp32 graphs it does not (padding is
