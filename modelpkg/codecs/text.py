@@ -10,6 +10,7 @@ punctuation, share of unknown tokens, whether the model saw it truncated): the d
 from __future__ import annotations
 
 import string
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Mapping
@@ -23,6 +24,15 @@ from modelpkg.contract import StrictModel
 
 TEXT_FIELD = "text"
 RUN_TEXTS = 32  # texts per graph run at most (graph_runs)
+SPLIT_WORDS = "split_word_share"
+
+
+def split_word_share(encoding) -> float:
+    """The share of words the vocabulary does not hold whole, which the tokenizer cuts into several
+    pieces: how a subword tokenizer meets new vocabulary (a product name or slang becomes pieces, rarely an
+    unknown token, so `unknown_share` hardly moves)."""
+    pieces = Counter(word for word in encoding.word_ids if word is not None)
+    return sum(1 for count in pieces.values() if count > 1) / max(len(pieces), 1)
 PUNCTUATION = frozenset(string.punctuation)
 
 
@@ -106,7 +116,7 @@ class TextCodec(Codec):
         unknown = sum(1 for i in encoding.ids if i == self.unknown_id) if self.unknown_id is not None else 0
         entry = {TEXT_FIELD: text[:self.settings.logged_chars], **text_descriptors(text),
                  "tokens": float(len(encoding.ids)), "unknown_share": unknown / max(len(encoding.ids), 1),
-                 "truncated": "yes" if encoding.overflowing else "no"}
+                 SPLIT_WORDS: split_word_share(encoding), "truncated": "yes" if encoding.overflowing else "no"}
         if self.contract.id_field and self.contract.id_field in record:
             entry[self.contract.id_field] = record[self.contract.id_field]
         return TextRecord(encoding.ids, encoding.type_ids, entry)
@@ -139,8 +149,13 @@ class TextCodec(Codec):
     @property
     def descriptors(self) -> list[Descriptor]:
         return [Descriptor(name, True) for name in ("chars", "words", "upper_share", "digit_share",
-                                                    "punctuation_share", "tokens", "unknown_share")] + [
-            Descriptor("truncated", False)]
+                                                    "punctuation_share", "tokens", "unknown_share",
+                                                    SPLIT_WORDS)] + [Descriptor("truncated", False)]
+
+    def describe(self, entry: Mapping[str, Any]) -> dict:
+        if SPLIT_WORDS not in entry and TEXT_FIELD in entry:  # logged before the descriptor existed
+            entry = {**entry, SPLIT_WORDS: split_word_share(self.tokenizer.encode(entry[TEXT_FIELD]))}
+        return super().describe(entry)
 
     def training_row(self, entry: Mapping[str, Any]) -> dict:
         """The logged text (cut at `logged_chars`: keep that above the model's reach to learn from all of it)."""

