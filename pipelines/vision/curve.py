@@ -9,6 +9,8 @@ With few labels every ResNet fit runs `curve.steps` optimizer steps and keeps it
 selection on a validation split larger than the training set); the `all` row is the champion's own
 protocol (train.epochs, early stopping), for transfer and scratch alike. Rows are nested subsets (the 5
 chosen per class are among the 10), so the curve is one experiment, not unrelated draws.
+The lines that need no source weights start first, in a second process (BaselineLines, `curve.parallel`),
+while this one pretrains the source and fits the champion and the transfer line.
 """
 
 from __future__ import annotations
