@@ -194,14 +194,8 @@ class Predictor:
         if len(runs) == 1:
             return self.session.run(outputs, self.codec.feeds(records))
         parts = [self.session.run(outputs, self.codec.feeds([records[i] for i in rows])) for rows in runs]
-        order = np.concatenate(runs)
-        results = []
-        for k in range(len(outputs)):
-            stacked = np.concatenate([part[k] for part in parts])
-            result = np.empty_like(stacked)
-            result[order] = stacked
-            results.append(result)
-        return results
+        back = np.argsort(np.concatenate(runs))  # run order -> the records' order
+        return [np.concatenate([part[k] for part in parts])[back] for k in range(len(outputs))]
 
     def score_rows(self, rows: list[Mapping[str, Any]], chunk: int | None = None) -> np.ndarray:
         """Stored rows (reference, holdout, test split) -> probabilities, through the very path a request

@@ -33,12 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    tracking.quiet_libraries()
+    tracking.configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     try:
         load_project(args.project)

@@ -14,7 +14,6 @@ what the release returned; `bundle` writes a registered version out as a serving
 from __future__ import annotations
 
 import io
-import os
 import string
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pandas as pd
 from modelpkg.contract import LABEL, InputSpec
 from pipelines.common import registry, tracking
 from pipelines.common.config import DecisionConfig, ReleaseConfig
+from pipelines.common.environment import environment_variables
 from pipelines.common.release import Candidate, Released, release
 from pipelines.common.runner import StageContext
 from tests.paths import TELCO_CSV
@@ -64,18 +64,12 @@ def export_context(project: str, *, alias: str = registry.CHAMPION, seed: int = 
 def environment(**values: str) -> Iterator[dict[str, str]]:
     """Environment variables (what the CLI and a server process read) set for the duration, then restored,
     and the MLflow URIs set meanwhile forgotten: a module of end-to-end tests gets its own store."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield dict(values)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environment_variables(**values) as set_values:
+        try:
+            yield set_values
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
 
 
 def bundle(name: str, version: str, out: Path) -> Path:

@@ -57,6 +57,13 @@ def artifact_root(uri: str) -> str | None:
     return (db_path.parent.resolve() / "artifacts").as_uri()
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """The pipelines' log lines (time, level, logger), library chatter kept out: the CLI, and the processes
+    a stage starts (the vision curve's second process)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_libraries()
+
+
 def quiet_libraries() -> None:
     """Keep library chatter out of every command's output (pipelines, monitoring, benchmarks): their
     warnings still show, their INFO lines and MLflow's per-run notices do not."""

@@ -10,7 +10,6 @@ what is in flight, so memory does not grow with the file.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from pydantic import Field
 from modelpkg.contract import ModelContract
 from modelpkg.package import PackageFiles, RegisteredPackage, package_files
 from pipelines.common.config import Config
+from pipelines.common.environment import environment_variables
 from pipelines.common.ray_runtime import MIB, ray_runtime
 from pipelines.score.files import Counts, InputError, ScoredFiles, csv_as_text, default_rejects_path, input_files
 from pipelines.score.rows import BatchScorer, ModelIdentity, added_fields
@@ -67,17 +67,13 @@ def read_sizes(config: ScoreConfig) -> Iterator[None]:
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    saved_block, saved_unit = context.target_max_block_size, os.environ.get(READ_UNIT_ENV)
+    saved_block = context.target_max_block_size
     context.target_max_block_size = int(config.block_mb * MIB)
-    os.environ[READ_UNIT_ENV] = str(int(config.read_unit_mb * MIB))
     try:
-        yield
+        with environment_variables(**{READ_UNIT_ENV: str(int(config.read_unit_mb * MIB))}):
+            yield
     finally:
         context.target_max_block_size = saved_block
-        if saved_unit is None:
-            os.environ.pop(READ_UNIT_ENV, None)
-        else:
-            os.environ[READ_UNIT_ENV] = saved_unit
 
 
 def package_blob(files: PackageFiles) -> dict[str, bytes]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-from contextlib import contextmanager
 from multiprocessing import get_context
 
 import mlflow
@@ -28,6 +26,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from pipelines.common import tracking
+from pipelines.common.environment import environment_variables
 from pipelines.common.metrics import softmax
 from pipelines.common.plots import log_figure, new_figure
 from pipelines.common.runner import StageContext
@@ -110,22 +109,14 @@ def baseline_points(config: VisionConfig, project: str, images, data: ImageData,
 
 
 def baseline_points_in_this_process(config: VisionConfig, project: str, images, data: ImageData, splits,
-                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_format) -> list[dict]:
+                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_level: int) -> list[dict]:
     """The second process's work: the baseline lines on one torch thread, each fit a child run of the
     train stage's run (which the first process holds open)."""
     torch.set_num_threads(1)
-    fmt, datefmt, level = log_format
-    logging.basicConfig(level=level, format=fmt, datefmt=datefmt)
-    tracking.quiet_libraries()
+    tracking.configure_logging(log_level)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
     return baseline_points(config, project, images, data, splits, parent_run_id=parent_run_id)
-
-
-def parent_log_format() -> tuple[str | None, str | None, int]:
-    root = logging.getLogger()
-    formatter = root.handlers[0].formatter if root.handlers and root.handlers[0].formatter else None
-    return (formatter._fmt if formatter else None, formatter.datefmt if formatter else None, root.level)
 
 
 class BaselineLines:
@@ -144,11 +135,11 @@ class BaselineLines:
         self.pool = self.pending = None
         if ctx.config.curve.parallel and self.threads > 1:
             run = mlflow.active_run()
-            with tqdm_disabled():  # the second process's progress bars would interleave with these
+            with environment_variables(TQDM_DISABLE="1"):  # its progress bars would interleave with these
                 self.pool = get_context("spawn").Pool(1)
             self.pending = self.pool.apply_async(baseline_points_in_this_process, (
                 ctx.config, ctx.project, images, data, splits, mlflow.get_tracking_uri(), run.info.experiment_id,
-                run.info.run_id, parent_log_format()))
+                run.info.run_id, logging.getLogger().getEffectiveLevel()))
 
     def share_cores(self) -> None:
         torch.set_num_threads(1 if self.pending is not None and not self.pending.ready() else self.threads)
@@ -168,20 +159,6 @@ class BaselineLines:
             self.pool.join()
             self.pool = None
         torch.set_num_threads(self.threads)
-
-
-@contextmanager
-def tqdm_disabled():
-    """TQDM_DISABLE for the processes started inside (a spawned process copies the environment at start)."""
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE")
-        else:
-            os.environ["TQDM_DISABLE"] = before
 
 
 def transfer_points(ctx: StageContext, init, images, data: ImageData, splits, champion_test_accuracy,

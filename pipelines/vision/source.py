@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from multiprocessing import get_context
@@ -216,14 +216,11 @@ def render_source(settings: SourceConfig, seed: int, workers: int = 1) -> Render
     classes = list(settings.characters)
     render = partial(render_class, settings, fonts, seed)
     parts = []
-    with tqdm(total=len(classes) * settings.images_per_class, desc="render source", unit="img", leave=False) as bar:
-        with ExitStack() as stack:
-            mapped = map(render, range(len(classes)))
-            if workers > 1:  # spawned, not forked: the parent has torch's thread pools running
-                pool = stack.enter_context(ProcessPoolExecutor(min(workers, len(classes)), mp_context=get_context("spawn")))
-                mapped = pool.map(render, range(len(classes)))
-            for part in mapped:
-                parts.append(part)
-                bar.update(len(part))
+    # spawned, not forked: the parent has torch's thread pools running
+    pool = ProcessPoolExecutor(min(workers, len(classes)), mp_context=get_context("spawn")) if workers > 1 else nullcontext()
+    with pool, tqdm(total=len(classes) * settings.images_per_class, desc="render source", unit="img", leave=False) as bar:
+        for part in (pool.map if workers > 1 else map)(render, range(len(classes))):
+            parts.append(part)
+            bar.update(len(part))
     labels = np.repeat(np.arange(len(classes), dtype=np.int64), settings.images_per_class)
     return RenderedSource(np.concatenate(parts), labels, classes, [p.name for p in fonts])
