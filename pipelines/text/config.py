@@ -35,7 +35,6 @@ class TrainConfig(LoopConfig):
     learning_rate: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_share: float = Field(0.1, ge=0, lt=1)  # linear warm-up over this share of the steps, then linear decay
-    length_group_batches: int = Field(16, ge=1)  # batches sorted by text length together (less padding); 1: off
 
 
 class BaselineConfig(Config):

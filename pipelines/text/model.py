@@ -67,31 +67,6 @@ def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tens
                      return_token_type_ids=False)
 
 
-def token_lengths(tokenizer, texts: list[str], max_length: int) -> np.ndarray:
-    """Each text's length in tokens as `encode` cuts it: what a batch is padded to."""
-    return np.array([len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]])
-
-
-def length_grouped_order(order: torch.Tensor, lengths: np.ndarray, batch_size: int, group_batches: int,
-                         generator: torch.Generator) -> torch.Tensor:
-    """`order` rearranged so that each batch holds texts of similar length: every run of `group_batches`
-    batches is sorted by length and cut into batches, then the batches are shuffled (`generator`); the one
-    short batch, if any, stays last. Batches are padded to their longest text, and the training sentences here
-    run up to 91 tokens (median 15): shuffled batches of 16 hold 2.3x their real tokens, grouped ones 1.1x.
-    Which texts meet in a batch still changes every epoch (`order` does), as HF's group_by_length."""
-    if group_batches <= 1:
-        return order
-    group = batch_size * group_batches
-    batches = []
-    for start in range(0, len(order), group):
-        rows = order[start:start + group]
-        longest_first = torch.from_numpy(np.argsort(-lengths[rows.numpy()], kind="stable"))
-        batches += list(rows[longest_first].split(batch_size))
-    short = [batches.pop()] if len(batches[-1]) < batch_size else []
-    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-    return torch.cat(shuffled + short)
-
-
 def labelled_batches(tokenizer, texts: list[str], labels: np.ndarray, order: torch.Tensor, batch_size: int,
                      max_length: int) -> Iterator[tuple[dict, torch.Tensor]]:
     for start in range(0, len(order), batch_size):

