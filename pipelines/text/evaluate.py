@@ -2,8 +2,10 @@
 
 Logged: accuracy, macro-F1, per-class precision/recall (classification report), confusion matrix,
 calibration (expected calibration error and a reliability diagram), the most confident mistakes as a
-table, occlusion attributions for a few test texts (how much each word moves the predicted class's
-probability when left out: model-agnostic, exact for short texts), and the comparison table.
+table, two token attributions for a few test texts, and the comparison table. The attributions answer
+two questions: occlusion says how much each word moves the predicted class's probability when left out
+(model-agnostic, exact for short texts); attention rollout says where the [CLS] vector the head reads draws
+its information from, through all six layers (gradient-free, one forward pass).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 
 from pipelines.common.evaluate import log_argmax_evaluation
 from pipelines.common.runner import StageContext
@@ -30,7 +33,31 @@ def occlusion(model, tokenizer, text: str, target: int, max_length: int) -> list
     return [(word, float(p[0] - p[i + 1])) for i, word in enumerate(words)]
 
 
-def attribution_html(rows: list[tuple[str, str, str, list[tuple[str, float]]]]) -> str:
+def attention_rollout(model, tokenizer, text: str, max_length: int) -> list[tuple[str, float]]:
+    """Each word's share of what reaches the [CLS] position the head reads (attention rollout, Abnar &
+    Zuidema 2020): per layer the heads' mean attention plus the identity for the residual path, rows
+    renormalised, multiplied from the first layer to the last; a word's share is the sum over its word
+    pieces (the rest goes to [CLS] and [SEP]; words past max_length get 0). It shows where attention flows,
+    not what decided the class: occlusion measures that."""
+    words = text.split()
+    inputs = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
+                       return_tensors="pt", return_token_type_ids=False)
+    model.set_attn_implementation("eager")  # the fused (sdpa) attention returns no attention weights
+    with torch.no_grad():
+        attentions = model(**inputs, output_attentions=True).attentions
+    tokens = attentions[0].shape[-1]
+    rollout = torch.eye(tokens)
+    for layer in attentions:
+        mixed = layer[0].mean(0) + torch.eye(tokens)
+        rollout = (mixed / mixed.sum(-1, keepdim=True)) @ rollout
+    shares = np.zeros(len(words))
+    for position, word in enumerate(inputs.word_ids()):
+        if word is not None:
+            shares[word] += float(rollout[0, position])
+    return list(zip(words, shares.tolist()))
+
+
+def attribution_html(rows: list[tuple[str, str, str, list[tuple[str, float]]]], title: str) -> str:
     """Words shaded green when they push towards the predicted class, red when against."""
     blocks = []
     for text_id, truth, predicted, weights in rows:
@@ -40,7 +67,7 @@ def attribution_html(rows: list[tuple[str, str, str, list[tuple[str, float]]]]) 
             f"{html.escape(word)}</span>" for word, w in weights)
         blocks.append(f"<p><b>{html.escape(text_id)}</b> true <i>{html.escape(truth)}</i>, predicted "
                       f"<i>{html.escape(predicted)}</i><br>{spans}</p>")
-    return "<html><body><h3>Occlusion attributions (word left out: change in P(predicted))</h3>" + "".join(blocks) + "</body></html>"
+    return f"<html><body><h3>{html.escape(title)}</h3>" + "".join(blocks) + "</body></html>"
 
 
 def confident_mistakes(test: pd.DataFrame, probabilities: np.ndarray, labels: list[str], n: int) -> pd.DataFrame:
@@ -60,12 +87,17 @@ def run(ctx: StageContext) -> None:
     metrics = log_argmax_evaluation(y, probabilities, labels, config.evaluate.calibration_bins)
     mistakes = confident_mistakes(test, probabilities, labels, config.evaluate.confident_mistakes)
     mlflow.log_table(mistakes, "evaluate/confident_mistakes.json")
-    examples = test.head(config.evaluate.attribution_examples)
-    rows = [(f"test row {i}", row.label, labels[predicted[i]],
-             occlusion(model, tokenizer, row.text, int(predicted[i]), config.model.max_length))
-            for i, row in enumerate(examples.itertuples())]
-    if rows:
-        mlflow.log_text(attribution_html(rows), "evaluate/attributions.html")
+    examples = list(test.head(config.evaluate.attribution_examples).itertuples())
+    if examples:
+        max_length = config.model.max_length
+        occluded = [(f"test row {i}", row.label, labels[predicted[i]],
+                     occlusion(model, tokenizer, row.text, int(predicted[i]), max_length)) for i, row in enumerate(examples)]
+        mlflow.log_text(attribution_html(occluded, "Occlusion attributions (word left out: change in P(predicted))"),
+                        "evaluate/attributions.html")
+        rolled = [(f"test row {i}", row.label, labels[predicted[i]], attention_rollout(model, tokenizer, row.text, max_length))
+                  for i, row in enumerate(examples)]
+        mlflow.log_text(attribution_html(rolled, "Attention rollout (each word's share of what reaches [CLS])"),
+                        "evaluate/attention_rollout.html")
     baselines = json.loads(ctx.artifact("train", "baselines.json").read_text())
     table = pd.DataFrame({name: {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
                           for name, m in baselines.items()}).T

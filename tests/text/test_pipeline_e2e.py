@@ -63,7 +63,8 @@ def test_evaluate_logs_calibration_mistakes_attributions_and_the_comparison(resu
     run = stage_run(result, "text", "evaluate")
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/confusion_matrix.png", "evaluate/reliability.png", "evaluate/attributions.html",
-            "evaluate/classification_report.json", "evaluate/comparison.json"} <= artifacts
+            "evaluate/attention_rollout.html", "evaluate/classification_report.json",
+            "evaluate/comparison.json"} <= artifacts
     assert 0 <= run.data.metrics["test_ece"] <= 1
 
 
