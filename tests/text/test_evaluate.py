@@ -36,9 +36,13 @@ def test_attention_rollout_gives_words_past_max_length_nothing(model_and_tokeniz
 
 
 def test_the_model_predicts_the_same_after_the_rollout_switched_its_attention(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+    _, tokenizer = model_and_tokenizer
+    torch.manual_seed(0)
+    model = load_classifier("minilm", ["negative", "positive"]).eval()  # its own: the fixture's is switched
+    assert model.config._attn_implementation != "eager"
     before = occlusion(model, tokenizer, TEXT, target=1, max_length=128)
     attention_rollout(model, tokenizer, TEXT, max_length=128)
+    assert model.config._attn_implementation == "eager"
     after = occlusion(model, tokenizer, TEXT, target=1, max_length=128)
     assert [word for word, _ in after] == [word for word, _ in before]
     assert max(abs(a - b) for (_, a), (_, b) in zip(after, before)) < 1e-5
