@@ -88,16 +88,16 @@ def run(ctx: StageContext) -> None:
     mistakes = confident_mistakes(test, probabilities, labels, config.evaluate.confident_mistakes)
     mlflow.log_table(mistakes, "evaluate/confident_mistakes.json")
     examples = list(test.head(config.evaluate.attribution_examples).itertuples())
-    if examples:
-        max_length = config.model.max_length
-        occluded = [(f"test row {i}", row.label, labels[predicted[i]],
-                     occlusion(model, tokenizer, row.text, int(predicted[i]), max_length)) for i, row in enumerate(examples)]
-        mlflow.log_text(attribution_html(occluded, "Occlusion attributions (word left out: change in P(predicted))"),
-                        "evaluate/attributions.html")
-        rolled = [(f"test row {i}", row.label, labels[predicted[i]], attention_rollout(model, tokenizer, row.text, max_length))
-                  for i, row in enumerate(examples)]
-        mlflow.log_text(attribution_html(rolled, "Attention rollout (each word's share of what reaches [CLS])"),
-                        "evaluate/attention_rollout.html")
+    max_length = config.model.max_length
+    for artifact, title, attribute in (
+            ("evaluate/attributions.html", "Occlusion attributions (word left out: change in P(predicted))",
+             lambda text, target: occlusion(model, tokenizer, text, target, max_length)),
+            ("evaluate/attention_rollout.html", "Attention rollout (each word's share of what reaches [CLS])",
+             lambda text, target: attention_rollout(model, tokenizer, text, max_length))):
+        rows = [(f"test row {i}", row.label, labels[predicted[i]], attribute(row.text, int(predicted[i])))
+                for i, row in enumerate(examples)]
+        if rows:
+            mlflow.log_text(attribution_html(rows, title), artifact)
     baselines = json.loads(ctx.artifact("train", "baselines.json").read_text())
     table = pd.DataFrame({name: {k.removeprefix("test_"): v for k, v in m.items() if k.startswith("test_")}
                           for name, m in baselines.items()}).T
