@@ -25,6 +25,7 @@ from modelpkg.contract import StrictModel
 TEXT_FIELD = "text"
 RUN_TEXTS = 32  # texts per graph run at most (graph_runs)
 SPLIT_WORDS = "split_word_share"
+PUNCTUATION = frozenset(string.punctuation)
 
 
 def split_word_share(encoding) -> float:
@@ -33,7 +34,6 @@ def split_word_share(encoding) -> float:
     unknown token, so `unknown_share` hardly moves)."""
     pieces = Counter(word for word in encoding.word_ids if word is not None)
     return sum(1 for count in pieces.values() if count > 1) / max(len(pieces), 1)
-PUNCTUATION = frozenset(string.punctuation)
 
 
 class TextPreprocessing(StrictModel):
