@@ -72,6 +72,8 @@ def main() -> None:
             r = rows[-1]
             print(f"seed {seed}: test accuracy {r['test_accuracy']:.4f} (SVM {r['svm']:.4f}), source {r['source_cache']}, "
                   f"{r['seconds']:.0f} s", flush=True)
+            print("  curve " + "; ".join(f"{point}: " + " ".join(f"{line} {values[line]:.4f}" for line in LINES if line in values)
+                                         for point, values in r["curve"].items()), flush=True)
     print(f"\n{cpu_note()}")
     print(f"full-data test accuracy over {len(seeds)} seeds (mean ± std, no seed picking):")
     print(f"  resnet18 ({base.get('model', {}).get('weights', 'source')} weights)  {mean_std([r['test_accuracy'] for r in rows])}")

@@ -81,6 +81,28 @@ def test_early_stopping_stops_and_restores_the_best_epochs_weights(run):
         torch.testing.assert_close(value, seen[1][name])  # epoch 1's weights, not the last epoch's
 
 
+@pytest.mark.parametrize("tie_break, best_epoch", [(None, 1), ("valid_log_loss", 3)])
+def test_a_tie_on_the_monitored_score_goes_to_the_lower_tie_break_metric(run, tie_break, best_epoch):
+    x, y = two_blobs()
+    model = mlp()
+    scores = iter([(0.9, 0.5), (1.0, 0.3), (1.0, 0.4), (1.0, 0.1), (1.0, 0.2), (1.0, 0.2)])
+    seen: list[dict] = []
+
+    def evaluate(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        accuracy_, loss = next(scores)
+        return {"valid_accuracy": accuracy_, "valid_log_loss": loss}
+
+    history = fit(model, torch.optim.SGD(model.parameters(), lr=0.1), batches=batches(x, y), loss_of=loss_of,
+                  evaluate=evaluate, settings=LoopConfig(epochs=6, patience=1, monitor="valid_accuracy",
+                                                         tie_break=tie_break))
+    assert history.best_epoch == best_epoch and history.best_score == 1.0
+    # without a tie-break epochs 2 and 3 do not improve on epoch 1, and patience stops the fit after epoch 3
+    assert len(history.epochs) == (4 if tie_break is None else 6)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, seen[best_epoch][name])
+
+
 def test_a_fixed_budget_validates_every_nth_epoch_and_the_last_and_logs_the_loss_every_epoch(run):
     x, y = two_blobs()
     model = mlp()
