@@ -10,7 +10,9 @@ selection on a validation split larger than the training set); the `all` row is 
 protocol (train.epochs, early stopping), for transfer and scratch alike. Rows are nested subsets (the 5
 chosen per class are among the 10), so the curve is one experiment, not unrelated draws.
 The lines that need no source weights start first, in a second process (BaselineLines, `curve.parallel`),
-while this one pretrains the source and fits the champion and the transfer line.
+while this one pretrains the source and fits the champion and the transfer line. The transfer line's fits
+are claimed one at a time from a shared counter by whichever process is free first, so the second
+process, done with its own lines, takes what is left of the transfer line instead of idling.
 """
 
 from __future__ import annotations
@@ -108,15 +110,65 @@ def baseline_points(config: VisionConfig, project: str, images, data: ImageData,
     return points
 
 
-def baseline_points_in_this_process(config: VisionConfig, project: str, images, data: ImageData, splits,
-                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_level: int) -> list[dict]:
-    """The second process's work: the baseline lines on one torch thread, each fit a child run of the
-    train stage's run (which the first process holds open)."""
+def transfer_tasks(config: VisionConfig, data: ImageData, splits) -> list[tuple[int | None, int, np.ndarray]]:
+    """The transfer line's fits: every point but the `all` point of the run's own seed (the champion's)."""
+    return [(per_class, seed, rows) for per_class, seed, rows in rows_of_the_curve(config, data, splits)
+            if not (per_class is None and seed == config.seed)]
+
+
+def claim(counter, tasks: int) -> int | None:
+    """The next unclaimed task's index (None: all taken), atomically across both processes."""
+    with counter.get_lock():
+        index = counter.value
+        if index >= tasks:
+            return None
+        counter.value = index + 1
+        return index
+
+
+def claimed_transfer_points(config: VisionConfig, project: str, init, images, data: ImageData, splits, counter,
+                            parent_run_id: str | None = None, before_each=lambda: None) -> list[dict]:
+    """Fit transfer points until none is left to claim; each fit a child run of `parent_run_id`."""
+    tasks, points = transfer_tasks(config, data, splits), []
+    while (index := claim(counter, len(tasks))) is not None:
+        per_class, seed, rows = tasks[index]
+        before_each()
+        with tracking.child_run(f"curve_transfer_{tag_of(per_class, seed)}", parent_run_id=parent_run_id, project=project):
+            accuracy_ = resnet_accuracy(config, init, images, data, rows, splits, per_class, seed)
+            mlflow.log_metric("test_accuracy", accuracy_)
+        log.info("learning curve %s: transfer %.4f", tag_of(per_class, seed), accuracy_)
+        points.append({"labels_per_class": per_class or ALL, "seed": seed, "transfer": accuracy_})
+    return points
+
+
+_COUNTER = None  # the second process's handle on the shared transfer counter (set by its pool initializer)
+
+
+def inherit_counter(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+
+
+def in_second_process(tracking_uri: str, experiment_id: str, log_level: int) -> None:
     torch.set_num_threads(1)
     tracking.configure_logging(log_level)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)
+
+
+def baseline_points_in_this_process(config: VisionConfig, project: str, images, data: ImageData, splits,
+                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_level: int) -> list[dict]:
+    """The second process's work: the baseline lines on one torch thread, each fit a child run of the
+    train stage's run (which the first process holds open)."""
+    in_second_process(tracking_uri, experiment_id, log_level)
     return baseline_points(config, project, images, data, splits, parent_run_id=parent_run_id)
+
+
+def transfer_points_in_this_process(config: VisionConfig, project: str, init, images, data: ImageData, splits,
+                                    tracking_uri: str, experiment_id: str, parent_run_id: str, log_level: int) -> list[dict]:
+    """The second process's help once its own lines are done: transfer points the first has not claimed."""
+    in_second_process(tracking_uri, experiment_id, log_level)
+    return claimed_transfer_points(config, project, init, images, data, splits, _COUNTER, parent_run_id=parent_run_id)
 
 
 class BaselineLines:
@@ -126,23 +178,36 @@ class BaselineLines:
     champion and the transfer line, each process on one torch thread: at 32x32 a ResNet-18 training step
     takes 381 ms on two threads and 498 ms on one, so two one-thread processes do 1.4x the steps of one
     two-thread process on two cores (measured). `share_cores()` before each fit here gives this process
-    both threads again once the other is done. Without `parallel` (or with nothing to pretrain) the lines
-    run here, in turn, when `points()` asks for them."""
+    both threads again once the other is done. `offer_transfer` queues a second task behind the lines: the
+    second process then claims transfer fits too, so neither process idles while the other still has
+    fits to do. Without `parallel` every line runs here, in turn."""
 
     def __init__(self, ctx: StageContext, images, data: ImageData, splits):
         self.ctx, self.images, self.data, self.splits = ctx, images, data, splits
         self.threads = torch.get_num_threads()
-        self.pool = self.pending = None
+        context = get_context("spawn")
+        self.next_transfer = context.Value("i", 0)  # the transfer line's next unclaimed fit, shared by both processes
+        self.pool = self.pending = self.helping = None
         if ctx.config.curve.parallel and self.threads > 1:
             run = mlflow.active_run()
+            self.second_process = (mlflow.get_tracking_uri(), run.info.experiment_id, run.info.run_id,
+                                   logging.getLogger().getEffectiveLevel())
             with environment_variables(TQDM_DISABLE="1"):  # its progress bars would interleave with these
-                self.pool = get_context("spawn").Pool(1)
+                self.pool = context.Pool(1, initializer=inherit_counter, initargs=(self.next_transfer,))
             self.pending = self.pool.apply_async(baseline_points_in_this_process, (
-                ctx.config, ctx.project, images, data, splits, mlflow.get_tracking_uri(), run.info.experiment_id,
-                run.info.run_id, logging.getLogger().getEffectiveLevel()))
+                ctx.config, ctx.project, images, data, splits, *self.second_process))
+
+    def offer_transfer(self, init) -> None:
+        """Once the source weights exist: let the second process, after its own lines, claim transfer fits."""
+        if self.pool is not None and init is not None:
+            self.helping = self.pool.apply_async(transfer_points_in_this_process, (
+                self.ctx.config, self.ctx.project, init, self.images, self.data, self.splits, *self.second_process))
+
+    def busy(self) -> bool:
+        return any(task is not None and not task.ready() for task in (self.pending, self.helping))
 
     def share_cores(self) -> None:
-        torch.set_num_threads(1 if self.pending is not None and not self.pending.ready() else self.threads)
+        torch.set_num_threads(1 if self.busy() else self.threads)
 
     def points(self) -> list[dict]:
         if self.pending is None:
@@ -151,6 +216,10 @@ class BaselineLines:
             return self.pending.get()  # re-raises the second process's error, if it had one
         finally:
             self.close()
+
+    def helped_points(self) -> list[dict]:
+        """The transfer points the second process claimed (none without one)."""
+        return self.helping.get() if self.helping is not None else []
 
     def close(self) -> None:
         """Stop the second process (at once: after an error here its work is of no use) and take the threads back."""
@@ -161,19 +230,17 @@ class BaselineLines:
         torch.set_num_threads(self.threads)
 
 
-def transfer_points(ctx: StageContext, init, images, data: ImageData, splits, champion_test_accuracy,
+def transfer_points(ctx: StageContext, init, images, data: ImageData, splits, champion_test_accuracy: float,
                     lines: BaselineLines) -> list[dict]:
-    """The transfer line, every point; the `all` point of the run's own seed is the champion's accuracy."""
-    points = []
-    for per_class, seed, rows in rows_of_the_curve(ctx.config, data, splits):
-        with tracking.child_run(f"curve_transfer_{tag_of(per_class, seed)}", project=ctx.project):
-            reuse = per_class is None and seed == ctx.config.seed and champion_test_accuracy is not None
-            lines.share_cores()
-            accuracy_ = champion_test_accuracy if reuse else resnet_accuracy(
-                ctx.config, init, images, data, rows, splits, per_class, seed)
-            mlflow.log_metric("test_accuracy", accuracy_)
-        log.info("learning curve %s: transfer %.4f", tag_of(per_class, seed), accuracy_)
-        points.append({"labels_per_class": per_class or ALL, "seed": seed, "transfer": accuracy_})
+    """The transfer line, every point: the ones this process claims, the ones the second process claimed,
+    and the `all` point of the run's own seed, which is the champion's accuracy."""
+    points = claimed_transfer_points(ctx.config, ctx.project, init, images, data, splits, lines.next_transfer,
+                                     before_each=lines.share_cores)
+    points += lines.helped_points()
+    if None in ctx.config.curve.labels_per_class and ctx.config.seed in ctx.config.curve.seeds:
+        with tracking.child_run(f"curve_transfer_{tag_of(None, ctx.config.seed)}", project=ctx.project):
+            mlflow.log_metric("test_accuracy", champion_test_accuracy)
+        points.append({"labels_per_class": ALL, "seed": ctx.config.seed, "transfer": champion_test_accuracy})
     return points
 
 
@@ -205,7 +272,7 @@ def plot_curve(points: pd.DataFrame, artifact: str) -> None:
 
 
 def learning_curve(ctx: StageContext, init, images: torch.Tensor, data: ImageData, splits, lines: BaselineLines,
-                   champion_test_accuracy: float | None = None) -> pd.DataFrame:
+                   champion_test_accuracy: float) -> pd.DataFrame:
     """Every line at every point (the baseline lines from `lines`, started earlier), as a plot, a table and
     metrics `curve_<labels per class>_<line>`."""
     transfer = transfer_points(ctx, init, images, data, splits, champion_test_accuracy, lines) if init is not None else []

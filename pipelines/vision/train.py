@@ -108,6 +108,7 @@ def run(ctx: StageContext) -> None:
     try:
         lines.share_cores()
         init = initial_weights(ctx)
+        lines.offer_transfer(init)  # the second process may fit transfer points once its own lines are done
         lines.share_cores()
         model, metrics = fit_champion(ctx, init, data.classes, images, data.labels, splits)
         save_model(model, data.classes, settings, config)
