@@ -4,8 +4,9 @@ Written once, small on purpose (nanoGPT-style: the loop is readable top to botto
 the pieces that differ: how to cut an epoch into batches, the loss of a batch, and how to score the
 model on its validation split. The loop logs the training loss every few steps and every validation
 metric each epoch (MLflow `step` = epoch), keeps the weights of the best epoch by the monitored metric
-(ties broken by a second, lower-is-better metric when one is configured), stops when it has not improved for `patience` epochs, and restores those best weights at the end, so
-what a stage ships is the epoch it reports.
+(ties broken by a second, lower-is-better metric when one is configured), stops when it has not improved
+for `patience` epochs, and restores those best weights at the end, so what a stage ships is the epoch it
+reports.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class LoopConfig(Config):
     monitor: str = "valid_macro_f1"  # a key of what `evaluate` returns
     mode: Literal["max", "min"] = "max"
     # Between epochs with an equal monitored score, the one where this key of `evaluate` is lower wins (a loss).
-    # Accuracy on a small validation split saturates (1.0 on 270 digits by epoch 4 of 9): without a tie-break
-    # the first epoch to reach it is kept, early in the schedule, and patience stops the fit soon after.
+    # Accuracy on a small validation split saturates at 1.0: without a tie-break the first epoch to reach it
+    # is kept, early in the schedule, and patience stops the fit soon after (vision, docs/vision.md).
     tie_break: str | None = None
     log_every_steps: int = Field(10, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
