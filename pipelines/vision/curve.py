@@ -110,10 +110,17 @@ def baseline_points(config: VisionConfig, project: str, images, data: ImageData,
     return points
 
 
+def champion_point(config: VisionConfig) -> tuple[None, int] | None:
+    """(labels per class, seed) of the curve point the champion fit already is: every label, the run's own
+    seed; None when the curve has no such point."""
+    on_curve = None in config.curve.labels_per_class and config.seed in config.curve.seeds
+    return (None, config.seed) if on_curve else None
+
+
 def transfer_tasks(config: VisionConfig, data: ImageData, splits) -> list[tuple[int | None, int, np.ndarray]]:
-    """The transfer line's fits: every point but the `all` point of the run's own seed (the champion's)."""
+    """The transfer line's fits: every point but the champion's own."""
     return [(per_class, seed, rows) for per_class, seed, rows in rows_of_the_curve(config, data, splits)
-            if not (per_class is None and seed == config.seed)]
+            if (per_class, seed) != champion_point(config)]
 
 
 def claim(counter, tasks: int) -> int | None:
@@ -237,10 +244,11 @@ def transfer_points(ctx: StageContext, init, images, data: ImageData, splits, ch
     points = claimed_transfer_points(ctx.config, ctx.project, init, images, data, splits, lines.next_transfer,
                                      before_each=lines.share_cores)
     points += lines.helped_points()
-    if None in ctx.config.curve.labels_per_class and ctx.config.seed in ctx.config.curve.seeds:
-        with tracking.child_run(f"curve_transfer_{tag_of(None, ctx.config.seed)}", project=ctx.project):
+    if (point := champion_point(ctx.config)) is not None:
+        per_class, seed = point
+        with tracking.child_run(f"curve_transfer_{tag_of(per_class, seed)}", project=ctx.project):
             mlflow.log_metric("test_accuracy", champion_test_accuracy)
-        points.append({"labels_per_class": ALL, "seed": ctx.config.seed, "transfer": champion_test_accuracy})
+        points.append({"labels_per_class": ALL, "seed": seed, "transfer": champion_test_accuracy})
     return points
 
 

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 
 from pipelines.vision.config import VisionConfig  # noqa: E402
-from pipelines.vision.curve import claim, transfer_tasks  # noqa: E402
+from pipelines.vision.curve import champion_point, claim, transfer_tasks  # noqa: E402
 from pipelines.vision.data import load_images, split_indices  # noqa: E402
 
 
@@ -20,6 +20,8 @@ def test_the_champions_own_point_is_not_a_transfer_task():
     splits = split_indices(data.labels, valid_fraction=0.15, test_fraction=0.15, seed=7)
     tasks = [(per_class, seed) for per_class, seed, _ in transfer_tasks(config, data, splits)]
     assert tasks == [(5, 7), (5, 8), (None, 8)]  # (None, 7) is the champion fit, not fitted twice
+    assert champion_point(config) == (None, 7)
+    assert champion_point(config.model_copy(update={"seed": 9})) is None  # not on the curve: every point a fit
 
 
 def test_every_task_is_claimed_exactly_once_under_contention():
