@@ -110,5 +110,6 @@ def report_full(full: list[dict], rows: list[dict], learning_rate: float) -> Non
         line += f"; LoRA on the same seeds {lora:.4f} (goal within 1 point: {'MET' if score - lora <= 0.01 else 'NOT MET'})"
     print(line)
 
+
 if __name__ == "__main__":
     main()
