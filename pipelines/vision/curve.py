@@ -119,8 +119,9 @@ def champion_point(config: VisionConfig) -> tuple[None, int] | None:
 
 def transfer_tasks(config: VisionConfig, data: ImageData, splits) -> list[tuple[int | None, int, np.ndarray]]:
     """The transfer line's fits: every point but the champion's own."""
+    own = champion_point(config)
     return [(per_class, seed, rows) for per_class, seed, rows in rows_of_the_curve(config, data, splits)
-            if (per_class, seed) != champion_point(config)]
+            if (per_class, seed) != own]
 
 
 def claim(counter, tasks: int) -> int | None:
